@@ -1,0 +1,396 @@
+"""The local provider: each sandbox is a private directory on this host.
+
+Layout under the provider's root (``$SANDPORT_HOME/local``, default
+``~/.local/share/sandport/local``)::
+
+    <root>/sandboxes/<id>/meta.json      spec (without secrets), labels, creation time
+    <root>/sandboxes/<id>/secrets.json   the spec's secrets, mode 0600, never mounted
+    <root>/sandboxes/<id>/fs/work/       shown at the spec's workdir (writable)
+    <root>/sandboxes/<id>/fs/tmp/        shown at /tmp (writable)
+    <root>/sandboxes/<id>/run/<pid>      processes running now (for terminate)
+    <root>/snapshots/<id>.tar + .json    snapshots, restorable by any later process
+
+Each command is a fresh ``bwrap`` (see :mod:`sandport.local.isolation`) over that view; the
+files live on between commands, processes do not (use ``open_shell`` for a long-lived one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets as secrets_module
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict
+
+from sandport.capabilities import Capability
+from sandport.errors import (
+    FileTooLarge,
+    ProviderUnavailable,
+    SandboxGone,
+    SandboxNotFound,
+)
+from sandport.local.fs import SandboxFS
+from sandport.local.isolation import BWRAP_HINT, Mount, bwrap_command, bwrap_problem, system_mounts
+from sandport.local.process import LocalProcess
+from sandport.models import FileInfo, SandboxInfo, SandboxSpec, SnapshotRef
+from sandport.provider import Availability, Provider
+from sandport.sandbox import Sandbox
+
+__all__ = ["LocalConfig", "LocalProvider", "LocalSandbox"]
+
+log = logging.getLogger("sandport.local")
+
+_BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Runs argv through sh so that a missing program is exit code 127, as in any shell.
+_EXEC_SHIM = ["/bin/sh", "-c", 'exec "$@"', "sh"]
+_RESERVED = ("/proc", "/dev", "/tmp", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64")
+
+
+class LocalConfig(BaseModel):
+    """``SandboxSpec.options`` for the local provider.
+
+    isolation: ``auto`` uses bwrap when it works here and otherwise runs unconfined only if
+        the spec needs no isolation (network open), with a warning; ``bwrap`` insists;
+        ``none`` opts out explicitly (the spec must then allow the network).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    isolation: Literal["auto", "bwrap", "none"] = "auto"
+
+
+def default_root() -> Path:
+    base = os.environ.get("SANDPORT_HOME")
+    if base:
+        return Path(base) / "local"
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "sandport" / "local"
+
+
+_warned_unconfined = False
+
+
+def _warn_unconfined(reason: str) -> None:
+    global _warned_unconfined
+    if not _warned_unconfined:
+        _warned_unconfined = True
+        warnings.warn(f"sandport local sandboxes run UNCONFINED (isolation='none'): {reason}", stacklevel=4)
+
+
+def _starttime(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+class LocalProvider(Provider):
+    """Sandboxes as private directories, confined with bubblewrap when available."""
+
+    name = "local"
+    capabilities = frozenset({
+        Capability.STREAMING, Capability.STDIN, Capability.SHELL, Capability.SNAPSHOT,
+        Capability.NETWORK_NONE, Capability.NETWORK_OPEN, Capability.LIFETIME,
+    })  # fmt: skip
+    Config = LocalConfig
+
+    def __init__(self, *, root: str | Path | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root) if root is not None else default_root()
+
+    @property
+    def _sandboxes(self) -> Path:
+        return self.root / "sandboxes"
+
+    @property
+    def _snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    async def check(self) -> Availability:
+        problem = await anyio.to_thread.run_sync(bwrap_problem)
+        if problem:
+            return Availability(usable=False, reason=problem)
+        return Availability(usable=True, reason="bubblewrap isolation")
+
+    def _isolation(self, spec: SandboxSpec, config: LocalConfig) -> str:
+        if config.isolation == "none" or (config.isolation == "auto" and bwrap_problem()):
+            problem = bwrap_problem() if config.isolation == "auto" else "isolation='none' was requested"
+            if spec.network.mode != "open":
+                raise ProviderUnavailable(
+                    self.name,
+                    f"network mode {spec.network.mode!r} needs isolation, but {problem}. Fix: {BWRAP_HINT}",
+                )
+            _warn_unconfined(problem or "")
+            return "none"
+        if config.isolation == "bwrap" and (problem := bwrap_problem()):
+            raise ProviderUnavailable(self.name, problem)
+        return "bwrap"
+
+    async def _create(self, spec: SandboxSpec, options: Any) -> LocalSandbox:
+        if spec.workdir.rstrip("/") in ("", *_RESERVED) or spec.workdir.startswith(tuple(r + "/" for r in _RESERVED)):
+            raise ValueError(f"workdir {spec.workdir!r} overlaps a system path; use a path like /workspace")
+        isolation = await anyio.to_thread.run_sync(self._isolation, spec, options)
+        sandbox_id = "sp-" + secrets_module.token_hex(6)
+        directory = self._sandboxes / sandbox_id
+        meta = {
+            "id": sandbox_id,
+            "created_at": datetime.now(UTC).isoformat(),
+            "isolation": isolation,
+            "spec": spec.model_dump(mode="json", exclude={"secrets"}),
+        }
+        try:
+            await anyio.to_thread.run_sync(self._lay_out, directory, meta, spec)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return LocalSandbox(self, directory, meta, spec)
+
+    @staticmethod
+    def _lay_out(directory: Path, meta: dict[str, Any], spec: SandboxSpec) -> None:
+        directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory.mkdir(mode=0o700)
+        for sub in ("fs/work", "fs/tmp", "run"):
+            (directory / sub).mkdir(parents=True)
+        (directory / "fs/tmp").chmod(0o1777)
+        fd = os.open(directory / "secrets.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(spec.secret_env(), f)
+        (directory / "meta.json").write_text(json.dumps(meta))
+
+    def _load(self, sandbox_id: str) -> LocalSandbox:
+        directory = self._sandboxes / sandbox_id
+        if "/" in sandbox_id or sandbox_id.startswith("."):
+            raise SandboxNotFound(self.name, sandbox_id)
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+            secret_values = json.loads((directory / "secrets.json").read_text())
+        except FileNotFoundError:
+            raise SandboxNotFound(self.name, sandbox_id) from None
+        spec = SandboxSpec.model_validate({**meta["spec"], "secrets": secret_values})
+        return LocalSandbox(self, directory, meta, spec)
+
+    async def _connect(self, sandbox_id: str) -> LocalSandbox:
+        sandbox = self._load(sandbox_id)
+        sandbox._ensure_alive()
+        return sandbox
+
+    async def _list(self, labels: dict[str, str]) -> list[SandboxInfo]:
+        if not self._sandboxes.is_dir():
+            return []
+        found = []
+        for entry in sorted(self._sandboxes.iterdir()):
+            try:
+                found.append(self._load(entry.name)._describe())
+            except (SandboxNotFound, ValueError, KeyError):
+                continue  # half-removed or foreign directory
+        return found
+
+    async def _restore(self, snapshot: SnapshotRef, overrides: dict[str, Any]) -> LocalSandbox:
+        archive = self._snapshots / f"{snapshot.id}.tar"
+        meta_file = self._snapshots / f"{snapshot.id}.json"
+        if not archive.is_file() or not meta_file.is_file():
+            raise SandboxNotFound(self.name, snapshot.id, what="snapshot")
+        spec_data = json.loads(meta_file.read_text())["spec"]
+        labels = {k: v for k, v in spec_data.get("labels", {}).items() if not k.startswith("sandport.")}
+        spec = SandboxSpec.model_validate({**spec_data, "labels": labels, **overrides})
+        sandbox = await self.create(spec)
+        assert isinstance(sandbox, LocalSandbox)
+        try:
+            await anyio.to_thread.run_sync(sandbox._unpack, archive)
+        except BaseException:
+            await sandbox.terminate()
+            raise
+        return sandbox
+
+    async def _delete_snapshot(self, snapshot: SnapshotRef) -> None:
+        archive = self._snapshots / f"{snapshot.id}.tar"
+        if not archive.is_file():
+            raise SandboxNotFound(self.name, snapshot.id, what="snapshot")
+        archive.unlink()
+        (self._snapshots / f"{snapshot.id}.json").unlink(missing_ok=True)
+
+
+class LocalSandbox(Sandbox):
+    """A sandbox of the local provider."""
+
+    provider: LocalProvider
+
+    def __init__(self, provider: LocalProvider, directory: Path, meta: dict[str, Any], spec: SandboxSpec) -> None:
+        super().__init__(provider, meta["id"], spec)
+        self.directory = directory
+        self._meta = meta
+        self.isolation: str = meta["isolation"]
+        self._created = datetime.fromisoformat(meta["created_at"])
+        self._mounts = [
+            *system_mounts(),
+            Mount(spec.workdir.rstrip("/") or "/", host=str(directory / "fs/work"), writable=True),
+            Mount("/tmp", host=str(directory / "fs/tmp"), writable=True),
+        ]
+        self.fs = SandboxFS(self._mounts)
+
+    # -- liveness ------------------------------------------------------------------------
+
+    def _deadline(self) -> float | None:
+        if self.spec.lifetime is None:
+            return None
+        age = (datetime.now(UTC) - self._created).total_seconds()
+        return time.monotonic() + self.spec.lifetime - age
+
+    def _ensure_alive(self) -> None:
+        if not (self.directory / "meta.json").exists():
+            self._terminated = True
+            raise SandboxGone(self.provider.name, self.id, "its directory no longer exists")
+        deadline = self._deadline()
+        if deadline is not None and deadline <= time.monotonic():
+            self._kill_all()
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self._terminated = True
+            raise SandboxGone(self.provider.name, self.id, f"its lifetime of {self.spec.lifetime:g}s ran out")
+
+    def _host_path(self, path: str) -> str:
+        """Where a sandbox path is on the host (used for cwd when running unconfined)."""
+        resolved = self.fs.resolve(path)
+        for mount in self._mounts:
+            if mount.host and (resolved == mount.path or resolved.startswith(mount.path + "/")):
+                return mount.host + resolved[len(mount.path) :]
+        return resolved
+
+    # -- processes -----------------------------------------------------------------------
+
+    async def _start(self, argv: list[str], *, cwd: str, env: dict[str, str], user: str | None) -> LocalProcess:
+        self._ensure_alive()
+        unconfined = self.isolation == "none"
+        home = self._host_path(self.spec.workdir) if unconfined else self.spec.workdir
+        full_env = {"PATH": _BASE_PATH, "HOME": home, "TMPDIR": "/tmp" if not unconfined else self._host_path("/tmp"),
+                    "LANG": "C.UTF-8", **env}  # fmt: skip
+        info = await anyio.to_thread.run_sync(self.fs.stat, cwd)
+        if not info.is_dir:
+            raise NotADirectoryError(f"cwd {cwd!r} is not a directory in the sandbox")
+        if unconfined:
+            command, host_cwd = [*_EXEC_SHIM, *argv], self._host_path(cwd)
+        else:
+            network = self.spec.network.mode == "open"
+            command = bwrap_command(self._mounts, network=network, cwd=cwd, argv=[*_EXEC_SHIM, *argv])
+            host_cwd = str(self.directory)
+        proc = await anyio.open_process(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=host_cwd,
+            env=full_env,
+            start_new_session=True,
+        )
+        pidfile = self.directory / "run" / str(proc.pid)
+        pidfile.write_text(_starttime(proc.pid) or "")
+        return LocalProcess(
+            proc, max_output_bytes=self.spec.max_output_bytes, deadline=self._deadline(), pidfile=pidfile
+        )
+
+    def _kill_all(self) -> None:
+        """Kill every process group this sandbox started, from any process (via run/)."""
+        run = self.directory / "run"
+        for pidfile in run.glob("*") if run.is_dir() else []:
+            pid = int(pidfile.name)
+            if _starttime(pid) == pidfile.read_text() and _starttime(pid) is not None:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            pidfile.unlink(missing_ok=True)
+
+    # -- files ---------------------------------------------------------------------------
+
+    async def _fs(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self._ensure_alive()
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+    async def _read_file(self, path: str) -> bytes:
+        try:
+            data: bytes = await self._fs(self.fs.read, path, self.spec.max_file_bytes)
+        except ValueError as exc:
+            raise FileTooLarge(path, int(exc.args[0]), self.spec.max_file_bytes) from None
+        return data
+
+    async def _write_file(self, path: str, data: bytes, *, mode: int | None, parents: bool) -> None:
+        await self._fs(self.fs.write, path, data, mode=mode, parents=parents)
+
+    async def _list_dir(self, path: str) -> list[FileInfo]:
+        entries: list[FileInfo] = await self._fs(self.fs.list_dir, path)
+        return entries
+
+    async def _stat(self, path: str) -> FileInfo:
+        info: FileInfo = await self._fs(self.fs.stat, path)
+        return info
+
+    async def _mkdir(self, path: str, *, parents: bool, exist_ok: bool) -> None:
+        await self._fs(self.fs.mkdir, path, parents=parents, exist_ok=exist_ok)
+
+    async def _remove(self, path: str, *, recursive: bool) -> None:
+        await self._fs(self.fs.remove, path, recursive=recursive)
+
+    # -- snapshots and lifecycle ---------------------------------------------------------
+
+    async def _snapshot(self) -> SnapshotRef:
+        self._ensure_alive()
+        snapshot_id = "snap-" + secrets_module.token_hex(6)
+        store = self.provider._snapshots
+        ref = SnapshotRef(provider=self.provider.name, id=snapshot_id, sandbox_id=self.id,
+                          metadata={"path": str(store / f"{snapshot_id}.tar")})  # fmt: skip
+
+        def pack() -> None:
+            store.mkdir(parents=True, exist_ok=True, mode=0o700)
+            partial = store / f".{snapshot_id}.tar.partial"
+            try:
+                with tarfile.open(partial, "w") as tar:
+                    tar.add(self.directory / "fs", arcname="fs")
+                partial.rename(store / f"{snapshot_id}.tar")
+            finally:
+                partial.unlink(missing_ok=True)
+            meta = {"ref": ref.model_dump(mode="json"), "spec": self.spec.model_dump(mode="json", exclude={"secrets"})}
+            (store / f"{snapshot_id}.json").write_text(json.dumps(meta))
+
+        await anyio.to_thread.run_sync(pack)
+        return ref
+
+    def _unpack(self, archive: Path) -> None:
+        shutil.rmtree(self.directory / "fs")
+        with tarfile.open(archive) as tar:
+            tar.extractall(self.directory, filter="tar")
+
+    def _describe(self) -> SandboxInfo:
+        return SandboxInfo(
+            id=self.id,
+            provider=self.provider.name,
+            state="terminated" if self._terminated else "running",
+            created_at=self._created,
+            labels=self.spec.labels,
+            workdir=self.spec.workdir,
+            isolation=self.isolation,
+            network=self.spec.network.mode,
+        )
+
+    async def _info(self) -> SandboxInfo:
+        if not self._terminated and not (self.directory / "meta.json").exists():
+            self._terminated = True
+        return self._describe()
+
+    async def _terminate(self) -> None:
+        def teardown() -> None:
+            self._kill_all()
+            # meta.json goes first so that other processes see the sandbox as gone at once.
+            (self.directory / "meta.json").unlink(missing_ok=True)
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+        await anyio.to_thread.run_sync(teardown)
