@@ -61,8 +61,8 @@ class LocalProcess(Process):
         # Wait on both pipes at once; the first to deliver wins, the other read is cancelled
         # before it takes any data (anyio's stream reads are cancellation-safe).
         if self._carry is not None:
-            chunk, self._carry = self._carry, None
-            return chunk
+            carried, self._carry = self._carry, None
+            return carried
         while self._open:
             got: list[OutputChunk | Literal["stdout", "stderr"]] = []
 
