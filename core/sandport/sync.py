@@ -35,18 +35,39 @@ class _Portal:
     def __init__(self) -> None:
         self._stack = contextlib.ExitStack()
         self.portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
+        self.closed = False
 
     def call(self, fn: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> Any:
+        if self.closed:
+            raise RuntimeError("this sandport provider was closed; its sandboxes can no longer be used from it")
         return self.portal.call(lambda: fn(*args, **kwargs))
 
     def close(self) -> None:
+        self.closed = True
         self._stack.close()
+
+
+class _SandboxPortal:
+    """A portal view that reports a terminated sandbox as ``SandboxGone``, even after the
+    helper thread has stopped."""
+
+    def __init__(self, portal: _Portal, sandbox: Sandbox) -> None:
+        self._portal = portal
+        self._sandbox = sandbox
+
+    def call(self, fn: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> Any:
+        if self._portal.closed:
+            self._sandbox._check_alive()
+        return self._portal.call(fn, *args, **kwargs)
+
+    def close(self) -> None:
+        self._portal.close()
 
 
 class SyncProcess:
     """Blocking twin of :class:`~sandport.process.Process`."""
 
-    def __init__(self, portal: _Portal, process: Process) -> None:
+    def __init__(self, portal: _Portal | _SandboxPortal, process: Process) -> None:
         self._portal = portal
         self.aprocess = process
 
@@ -75,7 +96,7 @@ class SyncProcess:
 class SyncShell:
     """Blocking twin of :class:`~sandport.shell.Shell`."""
 
-    def __init__(self, portal: _Portal, shell: Shell) -> None:
+    def __init__(self, portal: _Portal | _SandboxPortal, shell: Shell) -> None:
         self._portal = portal
         self.ashell = shell
 
@@ -97,7 +118,7 @@ class SyncSandbox:
     """Blocking twin of :class:`~sandport.sandbox.Sandbox`; same arguments and errors."""
 
     def __init__(self, portal: _Portal, sandbox: Sandbox, *, owns_portal: bool = False) -> None:
-        self._portal = portal
+        self._portal = _SandboxPortal(portal, sandbox)
         self._owns_portal = owns_portal
         self.asandbox = sandbox
 
@@ -181,7 +202,8 @@ class SyncSandbox:
         return info
 
     def terminate(self) -> None:
-        self._portal.call(self.asandbox.terminate)
+        if not self.asandbox._terminated:
+            self._portal.call(self.asandbox.terminate)
 
     def close(self) -> None:
         """Terminate the sandbox and stop the helper thread if this object owns it."""
