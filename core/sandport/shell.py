@@ -69,27 +69,33 @@ class Shell:
         async with self._lock:
             if self._closed:
                 raise RuntimeError("this shell is closed; open a new one with sandbox.open_shell()")
-            self._sandbox._check_alive()
-            started = time.monotonic()
-            collector = OutputCollector(self._sandbox.spec.max_output_bytes)
-            script = (
-                f"eval {shlex.quote(command)} </dev/null\n"
-                f"__sp_rc=$?; printf '\\n{self._marker('stdout').decode()}%d\\n' \"$__sp_rc\"; "
-                f"printf '\\n{self._marker('stderr').decode()}\\n' >&2\n"
-            )
-            try:
-                await self._process.write_stdin(script.encode())
-            except (BrokenPipeError, ConnectionResetError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return await self._restart(collector, started, timed_out=False)
-            exit_code: int | None = None
-            with anyio.move_on_after(timeout) as scope:
-                exit_code = await self._collect(collector)
-            if scope.cancelled_caught:
-                return await self._restart(collector, started, timed_out=True)
-            if exit_code is None:  # the shell exited (say, the command ran `exit`)
-                return await self._restart(collector, started, timed_out=False)
-            result = collector.result(exit_code, timed_out=False, duration=time.monotonic() - started)
-            return ShellResult(**result.model_dump())
+            async with self._sandbox._operation("shell_run", command=command) as op:
+                result = await self._run(command, timeout)
+                op.update(exit_code=result.exit_code, timed_out=result.timed_out, restarted=result.restarted)
+            return result
+
+    async def _run(self, command: str, timeout: float | None) -> ShellResult:
+        """Send one framed command and read its output; restart the shell if needed."""
+        started = time.monotonic()
+        collector = OutputCollector(self._sandbox.spec.max_output_bytes)
+        script = (
+            f"eval {shlex.quote(command)} </dev/null\n"
+            f"__sp_rc=$?; printf '\\n{self._marker('stdout').decode()}%d\\n' \"$__sp_rc\"; "
+            f"printf '\\n{self._marker('stderr').decode()}\\n' >&2\n"
+        )
+        try:
+            await self._process.write_stdin(script.encode())
+        except (BrokenPipeError, ConnectionResetError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return await self._restart(collector, started, timed_out=False)
+        exit_code: int | None = None
+        with anyio.move_on_after(timeout) as scope:
+            exit_code = await self._collect(collector)
+        if scope.cancelled_caught:
+            return await self._restart(collector, started, timed_out=True)
+        if exit_code is None:  # the shell exited (say, the command ran `exit`)
+            return await self._restart(collector, started, timed_out=False)
+        result = collector.result(exit_code, timed_out=False, duration=time.monotonic() - started)
+        return ShellResult(**result.model_dump())
 
     async def _collect(self, collector: OutputCollector) -> int | None:
         """Read until both sentinels arrive; return the exit code, or None if the shell died."""
