@@ -14,6 +14,7 @@ sandbox.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import stat as stat_module
 from abc import ABC, abstractmethod
@@ -31,6 +32,7 @@ from sandport.errors import (
     CapabilityNotSupported,
     CommandFailed,
     CommandTimedOut,
+    ProviderError,
     SandboxGone,
 )
 from sandport.models import ExecResult, FileInfo, SandboxInfo, SandboxSpec, SnapshotRef, command_text
@@ -441,14 +443,35 @@ class Sandbox(ABC):
     async def _remove(self, path: str, *, recursive: bool) -> None: ...
 
     async def _upload(self, source: Path, target: str) -> None:
-        """Default: one ``_write_file``/``_mkdir`` per entry. Override with a tar stream."""
-        if source.is_dir() and not source.is_symlink():
+        """Default: one ``_write_file``/``_mkdir``/``_symlink`` per entry. Override with a
+        tar stream."""
+        if source.is_symlink():
+            await self._symlink(os.readlink(source), target)
+        elif source.is_dir():
             await self._mkdir(target, parents=True, exist_ok=True)
             for child in sorted(source.iterdir()):
                 await self._upload(child, posixpath.join(target, child.name))
+            mode = stat_module.S_IMODE(source.stat().st_mode)
+            if (await self._stat(target)).mode & 0o7777 != mode:
+                await self._chmod(target, mode)
         elif source.is_file():
             mode = stat_module.S_IMODE(source.stat().st_mode)
             await self._write_file(target, source.read_bytes(), mode=mode, parents=True)
+
+    async def _symlink(self, link: str, path: str) -> None:
+        """Create (or replace) a symlink at ``path`` whose target is ``link``, never
+        following it. Default: ``ln -sfn`` run in the sandbox."""
+        await self._mkdir(posixpath.dirname(path), parents=True, exist_ok=True)
+        await self._run_tool(["ln", "-sfn", "--", link, path], f"could not create symlink {path}")
+
+    async def _chmod(self, path: str, mode: int) -> None:
+        """Set the permission bits of ``path``. Default: ``chmod`` run in the sandbox."""
+        await self._run_tool(["chmod", f"{mode:o}", "--", path], f"could not set the mode of {path}")
+
+    async def _run_tool(self, argv: list[str], failure: str) -> None:
+        result = await self._exec(argv, cwd="/", env={}, stdin=None, timeout=60, user=None)
+        if result.exit_code != 0:
+            raise ProviderError(self.provider.name, f"{failure}: {result.stderr_text.strip()}")
 
     async def _download(self, source: str, target: Path) -> None:
         """Default: walk with ``_stat``/``_list_dir`` and copy with ``_read_file``."""
@@ -458,6 +481,7 @@ class Sandbox(ABC):
             for entry in await self._list_dir(source):
                 if entry.type in ("file", "dir"):
                     await self._download(posixpath.join(source, entry.name), target / entry.name)
+            target.chmod(info.mode & 0o777)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(await self._read_file(source))

@@ -104,10 +104,7 @@ class Shell:
         while not all(done.values()):
             chunk = await self._process._read()
             if chunk is None:
-                for stream, rest in self._pending.items():
-                    if rest:
-                        collector.add(OutputChunk(stream=stream, data=rest))  # type: ignore[arg-type]
-                self._pending = {"stdout": b"", "stderr": b""}
+                self._flush(collector)
                 return None
             stream = chunk.stream
             data = self._pending[stream] + chunk.data
@@ -132,6 +129,13 @@ class Shell:
             done[stream] = True
         return code
 
+    def _flush(self, collector: OutputCollector) -> None:
+        """Hand the output held back while looking for a sentinel to ``collector``."""
+        for stream, rest in self._pending.items():
+            if rest and not rest.startswith(b"\n" + self._marker(stream)):
+                collector.add(OutputChunk(stream=stream, data=rest))  # type: ignore[arg-type]
+        self._pending = {"stdout": b"", "stderr": b""}
+
     async def _restart(self, collector: OutputCollector, started: float, *, timed_out: bool) -> ShellResult:
         """Replace a dead or stuck shell; the result carries the old one's exit status."""
         if timed_out:
@@ -139,7 +143,7 @@ class Shell:
             exit_code = TIMEOUT_EXIT_CODE
         else:
             exit_code = (await self._process.wait(timeout=5)).exit_code
-        self._pending = {"stdout": b"", "stderr": b""}
+        self._flush(collector)
         try:
             self._process = await self._spawn(self._sandbox)
         except SandboxGone:

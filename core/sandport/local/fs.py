@@ -218,7 +218,10 @@ class SandboxFS:
         canonical = self.resolve(path)
         parent = posixpath.dirname(canonical)
         if parents:
-            self.mkdir(parent, parents=True, exist_ok=True)
+            try:
+                self.mkdir(parent, parents=True, exist_ok=True)
+            except FileExistsError:  # the parent is a file
+                raise _err(NotADirectoryError, errno.ENOTDIR, path) from None
         target = self._target(canonical)
         self._writable(target, path)
         if not target.rel:

@@ -104,7 +104,10 @@ class LocalProcess(Process):
     async def _write_stdin(self, data: bytes) -> None:
         if self._proc.stdin is None:
             raise BrokenPipeError("stdin is closed")
-        await self._proc.stdin.send(data)
+        try:
+            await self._proc.stdin.send(data)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+            raise BrokenPipeError("stdin is closed") from exc
 
     async def _close_stdin(self) -> None:
         if self._proc.stdin is not None:

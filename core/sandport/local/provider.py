@@ -95,6 +95,13 @@ def _starttime(pid: int) -> str | None:
         return None
 
 
+def _restore_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """The ``tar`` extraction filter's safety (no absolute names, nothing outside ``dest``)
+    without its ``go-w`` mode change: a restore keeps modes such as 0o666 and /tmp's 0o1777
+    (setuid and setgid bits are still dropped)."""
+    return tarfile.tar_filter(member, dest).replace(mode=member.mode & 0o1777, deep=False)
+
+
 class LocalProvider(Provider):
     """Sandboxes as private directories, confined with bubblewrap when available."""
 
@@ -367,7 +374,7 @@ class LocalSandbox(Sandbox):
     def _unpack(self, archive: Path) -> None:
         shutil.rmtree(self.directory / "fs")
         with tarfile.open(archive) as tar:
-            tar.extractall(self.directory, filter="tar")
+            tar.extractall(self.directory, filter=_restore_filter)
 
     def _describe(self) -> SandboxInfo:
         return SandboxInfo(

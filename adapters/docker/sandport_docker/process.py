@@ -1,0 +1,202 @@
+"""A command running in a container: one exec instance on a hijacked engine stream.
+
+Every command runs under a tiny ``/bin/sh`` wrapper that changes to the working directory,
+prints its own pid on the first line of stdout, then ``exec``\\ s the command. The engine makes
+each exec process a session (and process group) leader, so that pid is the process group of
+everything the command starts: a timeout or ``kill()`` kills the group, plus any descendant
+that left it, with a second exec. The first line is consumed here and never reaches the
+caller; a missing program makes the wrapper's ``exec`` fail with status 127, as in any shell.
+
+Output comes multiplexed on one stream: 8-byte frame headers (stream type, 3 zero bytes,
+big-endian length) before each payload. :class:`DockerProcess` demultiplexes it itself, so
+stdout and stderr stay apart and arrive in the order the engine wrote them.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+from anyio.abc import ByteStream
+
+from sandport.models import OutputChunk
+from sandport.process import Process
+
+if TYPE_CHECKING:
+    from sandport_docker.sandbox import DockerSandbox
+
+__all__ = ["KILL_SCRIPT", "DockerProcess", "wrap"]
+
+_READ_SIZE = 256 * 1024
+# $1: working directory; the rest: the command. Prints "<pid>" or "!<errno name>" first.
+_WRAPPER = (
+    'cd -- "$1" 2>/dev/null || { if [ ! -e "$1" ]; then echo "!ENOENT"; elif [ ! -d "$1" ]; then echo "!ENOTDIR"; '
+    'else echo "!EACCES"; fi; exit 126; }; echo "$$"; shift; exec "$@"'
+)
+#: Kills process group $1 and every descendant of its leader, even ones that called setsid().
+#: Only shell builtins: it must work in a container whose pid limit is exhausted.
+KILL_SCRIPT = r"""
+g=$1; tree=" $g "; grew=1
+while [ $grew = 1 ]; do
+  grew=0
+  for s in /proc/[0-9]*/stat; do
+    read -r line < "$s" 2>/dev/null || continue
+    p=${s#/proc/}; p=${p%/stat}
+    case $tree in *" $p "*) continue ;; esac
+    set -- ${line##*) }
+    case $tree in *" $2 "*) tree="$tree$p "; grew=1 ;; esac
+  done
+done
+kill -9 -$g 2>/dev/null
+for p in $tree; do kill -9 $p 2>/dev/null; done
+exit 0
+"""
+_CWD_ERRORS: dict[bytes, tuple[type[OSError], int]] = {
+    b"!ENOENT": (FileNotFoundError, errno.ENOENT),
+    b"!ENOTDIR": (NotADirectoryError, errno.ENOTDIR),
+    b"!EACCES": (PermissionError, errno.EACCES),
+}
+_STREAMS: dict[int, Literal["stdout", "stderr"]] = {1: "stdout", 2: "stderr"}
+
+
+def wrap(argv: list[str], cwd: str) -> list[str]:
+    """The argv that runs ``argv`` in ``cwd`` under the pid-reporting wrapper."""
+    return ["/bin/sh", "-c", _WRAPPER, "sh", cwd, *argv]
+
+
+class DockerProcess(Process):
+    """An exec instance. Built by ``DockerSandbox._spawn``, which calls :meth:`_handshake`."""
+
+    def __init__(
+        self,
+        sandbox: DockerSandbox,
+        exec_id: str,
+        stream: ByteStream,
+        pending: bytes,
+        *,
+        cwd: str,
+        stdin: bool,
+        max_output_bytes: int,
+        deadline: float | None,
+    ) -> None:
+        super().__init__(max_output_bytes=max_output_bytes, deadline=deadline)
+        self._sandbox = sandbox
+        self.exec_id = exec_id
+        self.cwd = cwd
+        self._stream = stream
+        self._buffer = bytearray(pending)
+        self._frame: Literal["stdout", "stderr"] | None = None
+        self._frame_left = 0
+        self._stream_eof = False
+        self._ready: deque[OutputChunk] = deque()
+        self._stdin_open = stdin
+        self._exit: int | None = None
+        self._closed = False
+        #: The command's pid (= its process group) inside the container, once known.
+        self.pid: int | None = None
+
+    # -- the multiplexed stream -----------------------------------------------------------
+
+    async def _next_frame_data(self) -> OutputChunk | None:
+        """The next piece of a stdout/stderr frame, or None at the end of the stream.
+        State changes only after ``receive`` returned, so cancelling loses nothing."""
+        buffer = self._buffer
+        while True:
+            if self._frame_left and buffer:
+                size = min(self._frame_left, len(buffer))
+                data = bytes(buffer[:size])
+                del buffer[:size]
+                self._frame_left -= size
+                assert self._frame is not None
+                return OutputChunk(stream=self._frame, data=data)
+            if not self._frame_left and len(buffer) >= 8:
+                kind, size = buffer[0], int.from_bytes(buffer[4:8], "big")
+                del buffer[:8]
+                self._frame, self._frame_left = _STREAMS.get(kind, "stderr"), size
+                continue
+            if self._stream_eof:
+                return None
+            try:
+                data = await self._stream.receive(_READ_SIZE)
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                self._stream_eof = True
+                continue
+            buffer += data
+
+    async def _handshake(self) -> None:
+        """Read the wrapper's first line: the pid, or why it could not enter the cwd."""
+        line = bytearray()
+        while True:
+            chunk = await self._next_frame_data()
+            if chunk is None:  # no wrapper output at all (say, the image has no /bin/sh)
+                if line:
+                    self._ready.append(OutputChunk(stream="stdout", data=bytes(line)))
+                return
+            if chunk.stream == "stderr":
+                self._ready.append(chunk)
+                continue
+            line += chunk.data
+            end = line.find(b"\n")
+            if end < 0:
+                if len(line) > 64:  # not the wrapper talking: pass it through untouched
+                    self._ready.append(OutputChunk(stream="stdout", data=bytes(line)))
+                    return
+                continue
+            first, rest = bytes(line[:end]), bytes(line[end + 1 :])
+            if first.isdigit():
+                self.pid = int(first)
+                if rest:
+                    self._ready.append(OutputChunk(stream="stdout", data=rest))
+                return
+            if first in _CWD_ERRORS:
+                cls, code = _CWD_ERRORS[first]
+                raise cls(code, f"working directory: {errno.errorcode[code]}", self.cwd)
+            self._ready.append(OutputChunk(stream="stdout", data=bytes(line)))
+            return
+
+    # -- Process primitives ---------------------------------------------------------------
+
+    async def _read(self) -> OutputChunk | None:
+        if self._ready:
+            return self._ready.popleft()
+        return await self._next_frame_data()
+
+    async def _wait_exit(self) -> int:
+        if self._exit is None:
+            code = await self._sandbox._exec_exit_code(self.exec_id)
+            self._exit = code
+            await self.aclose()
+        return self._exit
+
+    async def _write_stdin(self, data: bytes) -> None:
+        if not self._stdin_open:
+            raise BrokenPipeError("stdin is closed")
+        try:
+            await self._stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise BrokenPipeError(f"stdin is closed: {exc}") from None
+
+    async def _close_stdin(self) -> None:
+        if not self._stdin_open:
+            return
+        self._stdin_open = False
+        try:
+            await self._stream.send_eof()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, NotImplementedError):
+            pass
+
+    async def kill(self) -> None:
+        if self._exit is not None or self.pid is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await self._sandbox._kill_group(self.pid)
+
+    async def aclose(self) -> None:
+        """Drop the connection (the command keeps running unless killed)."""
+        if not self._closed:
+            self._closed = True
+            self._stdin_open = False
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()

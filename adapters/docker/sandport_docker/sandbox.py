@@ -1,0 +1,504 @@
+"""A Docker sandbox: one hardened, labelled container."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import posixpath
+import secrets as secrets_module
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+from sandport.errors import ProviderError, SandboxGone
+from sandport.models import ExecResult, FileInfo, SandboxInfo, SandboxSpec, SnapshotRef
+from sandport.sandbox import Sandbox
+from sandport_docker import files
+from sandport_docker.config import DockerConfig
+from sandport_docker.engine import NAME, ExecStartError, api_error_text, docker_errors, status_of
+from sandport_docker.files import ContainerGone, Owner
+from sandport_docker.process import KILL_SCRIPT, DockerProcess, wrap
+
+if TYPE_CHECKING:
+    from sandport_docker.provider import DockerProvider
+
+__all__ = ["LABEL_SECRETS", "LABEL_SNAPSHOT", "LABEL_SPEC", "SECRETS_DIR", "SNAPSHOT_REPOSITORY", "DockerSandbox"]
+
+T = TypeVar("T")
+
+#: The spec (without secrets) as JSON, so that another process can ``connect``.
+LABEL_SPEC = "sandport.spec"
+#: Present when the sandbox has secrets (kept in a root-only tmpfs file, never in the config).
+LABEL_SECRETS = "sandport.secrets"
+#: On snapshot images: the id of the sandbox they were taken from.
+LABEL_SNAPSHOT = "sandport.snapshot"
+SNAPSHOT_REPOSITORY = "sandport-snapshot"
+SECRETS_DIR = "/run/sandport"
+SECRETS_FILE = f"{SECRETS_DIR}/secrets.json"
+_ROOT = "0"  # helpers run as uid 0, whatever the sandbox's default user is
+
+
+def _spec_label(spec: SandboxSpec) -> str:
+    return spec.model_dump_json(exclude={"secrets"})
+
+
+def parse_user(text: str) -> tuple[str, str | None]:
+    user, _, group = text.partition(":")
+    return user, group or None
+
+
+class DockerSandbox(Sandbox):
+    """A sandbox of the Docker provider. ``id`` is the container's short id."""
+
+    provider: DockerProvider
+
+    def __init__(
+        self, provider: DockerProvider, container_id: str, spec: SandboxSpec, options: DockerConfig, created: datetime
+    ) -> None:
+        super().__init__(provider, container_id[:12], spec)
+        self.container_id = container_id
+        self.options = options
+        self.created = created
+        self._engine = provider.engine
+        self._owner: Owner | None = None
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _gone(self, detail: str) -> SandboxGone:
+        self._terminated = True
+        return SandboxGone(NAME, self.id, detail)
+
+    async def _call(self, fn: Callable[[Any], T]) -> T:
+        """An SDK call about this container: a vanished container becomes ``SandboxGone``."""
+        try:
+            return await self._engine.call(fn)
+        except ContainerGone:
+            raise self._gone("its container no longer exists") from None
+        except docker_errors.NotFound as exc:
+            if "no such container" in api_error_text(exc).lower():
+                raise self._gone("its container no longer exists") from None
+            raise
+
+    def _deadline(self) -> float | None:
+        if self.spec.lifetime is None:
+            return None
+        age = (datetime.now(UTC) - self.created).total_seconds()
+        return time.monotonic() + self.spec.lifetime - age
+
+    async def _state_problem(self) -> str | None:
+        """Why the container cannot run commands, or None if it is running."""
+        try:
+            data = await self._engine.call(lambda api: api.inspect_container(self.container_id))
+        except docker_errors.NotFound:
+            return "its container no longer exists (killed or removed from outside, or its lifetime ran out)"
+        state = data.get("State") or {}
+        if state.get("Running"):
+            return None
+        why = " (out of memory)" if state.get("OOMKilled") else ""
+        return f"its container stopped with status {state.get('ExitCode')}{why}"
+
+    # -- exec ----------------------------------------------------------------------------
+
+    def _exec_refused(self, status: int | None, message: str) -> Exception:
+        lowered = message.lower()
+        if status == 404 or "no such container" in lowered:
+            return self._gone("its container no longer exists")
+        if "is paused" in lowered:
+            return ProviderError(NAME, f"sandbox {self.id} is paused; resume() it before running commands")
+        if "not running" in lowered:
+            return self._gone("its container is not running")
+        return ProviderError(NAME, f"exec in {self.id} failed: {message}")
+
+    async def _spawn(
+        self, argv: list[str], *, cwd: str, env: dict[str, str], user: str | None, stdin: bool
+    ) -> DockerProcess:
+        command = wrap(argv, cwd)
+
+        def create(api: Any) -> str:
+            result = api.exec_create(
+                self.container_id, command, stdout=True, stderr=True, stdin=stdin, tty=False,
+                environment=env, user=user or "",
+            )  # fmt: skip
+            return str(result["Id"])
+
+        try:
+            exec_id = await self._engine.call(create)
+        except docker_errors.APIError as exc:
+            raise self._exec_refused(status_of(exc), api_error_text(exc)) from None
+        try:
+            stream, pending = await self._engine.start_exec(exec_id)
+        except ExecStartError as exc:
+            raise self._exec_refused(exc.status, exc.message) from None
+        process = DockerProcess(
+            self, exec_id, stream, pending, cwd=cwd, stdin=stdin,
+            max_output_bytes=self.spec.max_output_bytes, deadline=self._deadline(),
+        )  # fmt: skip
+        try:
+            await process._handshake()
+        except BaseException:
+            await process.aclose()
+            raise
+        return process
+
+    async def _exec_exit_code(self, exec_id: str) -> int:
+        """The exit status of a finished exec; ``SandboxGone`` if the container died."""
+        delay = 0.001
+        while True:
+            try:
+                data = await self._engine.call(lambda api: api.exec_inspect(exec_id))
+            except docker_errors.NotFound:
+                problem = await self._state_problem()
+                raise self._gone(problem or "its container was replaced") from None
+            code = data.get("ExitCode")
+            if not data.get("Running") and code is not None:
+                break
+            if delay >= 0.05 and (problem := await self._state_problem()):
+                raise self._gone(problem)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        code = int(code)
+        if code >= 128 or code < 0:  # killed by a signal: by us, by the OOM killer, or with the container?
+            problem = await self._state_problem()
+            if problem:
+                raise self._gone(problem)
+        return code
+
+    async def _kill_group(self, pid: int) -> None:
+        try:
+            await self._helper(KILL_SCRIPT, str(pid))
+        except SandboxGone:
+            pass
+
+    async def _helper(self, script: str, *args: str, stdin: bytes | None = None) -> ExecResult:
+        """Run a shell script as root in ``/`` (for file operations and kills)."""
+        process = await self._spawn(
+            ["/bin/sh", "-c", script, "sh", *args], cwd="/", env={}, user=_ROOT, stdin=stdin is not None
+        )
+        if stdin is not None:
+            await process.write_stdin(stdin)
+            await process.close_stdin()
+        return await process.wait()
+
+    async def _start(self, argv: list[str], *, cwd: str, env: dict[str, str], user: str | None) -> DockerProcess:
+        return await self._spawn(argv, cwd=cwd, env=env, user=user, stdin=True)
+
+    async def _exec(
+        self,
+        argv: list[str],
+        *,
+        cwd: str,
+        env: dict[str, str],
+        stdin: bytes | None,
+        timeout: float | None,
+        user: str | None,
+    ) -> ExecResult:
+        if stdin is not None:  # the generic path feeds stdin while collecting output
+            return await super()._exec(argv, cwd=cwd, env=env, stdin=stdin, timeout=timeout, user=user)
+        process = await self._spawn(argv, cwd=cwd, env=env, user=user, stdin=False)
+        return await process.wait(timeout)
+
+    # -- secrets -------------------------------------------------------------------------
+
+    async def _store_secrets(self) -> None:
+        payload = json.dumps(self.spec.secret_env()).encode()
+        script = f"umask 077 && cat > {SECRETS_FILE}"
+        result = await self._helper(script, stdin=payload)
+        if result.exit_code != 0:
+            raise ProviderError(NAME, f"could not store the secrets in {self.id}: {result.stderr_text.strip()}")
+
+    async def _load_secrets(self) -> dict[str, str]:
+        result = await self._helper(f"cat {SECRETS_FILE}")
+        if result.exit_code != 0:
+            raise ProviderError(NAME, f"could not read the secrets of {self.id}: {result.stderr_text.strip()}")
+        data: dict[str, str] = json.loads(result.stdout)
+        return data
+
+    # -- files ---------------------------------------------------------------------------
+
+    async def _file_owner(self) -> Owner:
+        if self._owner is None:
+            user = self.spec.user
+            if user is None:
+                data = await self._call(lambda api: api.inspect_container(self.container_id))
+                user = (data.get("Config") or {}).get("User") or ""
+            self._owner = await self._call(lambda api: resolve_owner(api, self.container_id, user or ""))
+        return self._owner
+
+    async def _read_file(self, path: str) -> bytes:
+        return await self._call(lambda api: files.get_file(api, self.container_id, path, self.spec.max_file_bytes))
+
+    async def _stat(self, path: str) -> FileInfo:
+        def stat(api: Any) -> FileInfo:
+            real, found = files.resolve(api, self.container_id, path)
+            if found is None:
+                files.missing_reason(api, self.container_id, real)
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+            info: FileInfo = found.info(real)
+            return info
+
+        return await self._call(stat)
+
+    async def _write_file(self, path: str, data: bytes, *, mode: int | None, parents: bool) -> None:
+        owner = await self._file_owner()
+        cid = self.container_id
+
+        def write(api: Any) -> None:
+            real, found = files.resolve(api, cid, path)
+            if found is not None and found.type == "dir":
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            bits = mode if mode is not None else (found.permissions if found is not None else 0o644)
+            parent, name = posixpath.split(real)
+            base, missing = parent, list[str]()
+            if found is None:
+                base, missing = _existing_ancestor(api, cid, parent, path)
+                if missing and not parents:
+                    raise FileNotFoundError(errno.ENOENT, "parent directory missing", path)
+            names = [posixpath.join(*missing[: i + 1]) for i in range(len(missing))]
+            files.put(api, cid, base, files.file_tar(names, posixpath.join(*missing, name), data, bits, owner))
+
+        await self._call(write)
+
+    async def _mkdir(self, path: str, *, parents: bool, exist_ok: bool) -> None:
+        owner = await self._file_owner()
+        cid = self.container_id
+
+        def mkdir(api: Any) -> None:
+            real, found = files.resolve(api, cid, path)
+            if found is not None:
+                if found.type != "dir":
+                    raise FileExistsError(errno.EEXIST, "a file is in the way", path)
+                if not exist_ok:
+                    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+                return
+            base, missing = _existing_ancestor(api, cid, real, path)
+            if len(missing) > 1 and not parents:
+                raise FileNotFoundError(errno.ENOENT, "parent directory missing", path)
+            names = [posixpath.join(*missing[: i + 1]) for i in range(len(missing))]
+            files.put(api, cid, base, files.dir_tar(names, owner))
+
+        await self._call(mkdir)
+
+    async def _list_dir(self, path: str) -> list[FileInfo]:
+        result = await self._helper(files.LIST_SCRIPT, path)
+        _raise_for_helper(result, path)
+        return files.parse_listing(result.stdout, path)
+
+    async def _remove(self, path: str, *, recursive: bool) -> None:
+        result = await self._helper(files.REMOVE_SCRIPT, path, "1" if recursive else "0")
+        _raise_for_helper(result, path)
+
+    async def _upload(self, source: Path, target: str) -> None:
+        owner = await self._file_owner()
+        cid = self.container_id
+        real, found = await self._call(lambda api: files.resolve(api, cid, target))
+        if found is not None and (found.type == "dir" or source.is_dir()):
+            await self._remove(real, recursive=True)  # "created or replaced", never merged
+        parent, name = posixpath.split(real)
+
+        def upload(api: Any) -> None:
+            base, missing = _existing_ancestor(api, cid, parent, target)
+            if missing:
+                names = [posixpath.join(*missing[: i + 1]) for i in range(len(missing))]
+                files.put(api, cid, base, files.dir_tar(names, owner))
+            files.put(api, cid, parent, files.tree_tar(source, name, owner))
+
+        await self._call(upload)
+
+    async def _download(self, source: str, target: Path) -> None:
+        cid = self.container_id
+
+        def download(api: Any) -> None:
+            real, found = files.resolve(api, cid, source)
+            if found is None:
+                files.missing_reason(api, cid, real)
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source)
+            files.untar_to(api, cid, real, target)
+
+        await self._call(download)
+
+    # -- snapshots and lifecycle ---------------------------------------------------------
+
+    async def _snapshot(self) -> SnapshotRef:
+        tag = f"{self.id}-{secrets_module.token_hex(4)}"
+        reference = f"{SNAPSHOT_REPOSITORY}:{tag}"
+        labels = {LABEL_SNAPSHOT: self.id, LABEL_SPEC: _spec_label(self.spec)}
+        conf = {"Labels": labels}
+        cid = self.container_id
+        workdir = self.spec.workdir
+
+        def commit(api: Any) -> str:
+            if not self.options.read_only_root:
+                return str(api.commit(cid, repository=SNAPSHOT_REPOSITORY, tag=tag, conf=conf, pause=True)["Id"])
+            # The workdir is a volume, which a commit leaves out: copy it into the image.
+            interim = api.commit(cid, conf=conf, pause=True)["Id"]
+            helper = api.create_container(
+                interim, entrypoint=["/bin/sh"], labels={LABEL_SNAPSHOT: self.id},
+                host_config=api.create_host_config(network_mode="none"),
+            )["Id"]  # fmt: skip
+            try:
+                chunks, _ = api.get_archive(cid, workdir, chunk_size=2 * 1024 * 1024)
+                api.put_archive(helper, posixpath.dirname(workdir.rstrip("/")) or "/", chunks)
+                return str(api.commit(helper, repository=SNAPSHOT_REPOSITORY, tag=tag, conf=conf, pause=False)["Id"])
+            finally:
+                api.remove_container(helper, force=True, v=True)
+                try:
+                    api.remove_image(interim)  # only its tag-less name: the snapshot keeps its layers
+                except docker_errors.APIError:
+                    pass
+
+        try:
+            image_id = await self._call(commit)
+        except docker_errors.APIError as exc:
+            raise ProviderError(NAME, f"snapshot of {self.id} failed: {api_error_text(exc)}") from exc
+        return SnapshotRef(
+            provider=NAME, id=reference, sandbox_id=self.id,
+            metadata={"image": reference, "image_id": image_id},
+        )  # fmt: skip
+
+    async def _pause(self) -> None:
+        await self._lifecycle("pause")
+
+    async def _resume(self) -> None:
+        await self._lifecycle("unpause")
+
+    async def _lifecycle(self, action: str) -> None:
+        try:
+            await self._call(lambda api: getattr(api, action)(self.container_id))
+        except docker_errors.APIError as exc:
+            text = api_error_text(exc).lower()
+            if "already paused" in text or "is not paused" in text:
+                return
+            if "not running" in text:
+                raise self._gone("its container is not running") from None
+            raise ProviderError(NAME, f"{action} of {self.id} failed: {api_error_text(exc)}") from exc
+
+    def _describe(self, state: str, ports: dict[int, str] | None = None) -> SandboxInfo:
+        return SandboxInfo(
+            id=self.id,
+            provider=NAME,
+            state=state,  # type: ignore[arg-type]
+            created_at=self.created,
+            labels=self.spec.labels,
+            image=self.spec.image,
+            workdir=self.spec.workdir,
+            isolation=self.options.runtime or "container",
+            network=self.spec.network.mode,
+            ports=ports or {},
+        )
+
+    async def _info(self) -> SandboxInfo:
+        if self._terminated:
+            return self._describe("terminated")
+        try:
+            data = await self._engine.call(lambda api: api.inspect_container(self.container_id))
+        except docker_errors.NotFound:
+            self._terminated = True
+            return self._describe("terminated")
+        state = data.get("State") or {}
+        if not state.get("Running"):
+            return self._describe("terminated")
+        ports = published_ports((data.get("NetworkSettings") or {}).get("Ports") or {})
+        return self._describe("paused" if state.get("Paused") else "running", ports)
+
+    async def _terminate(self) -> None:
+        def remove(api: Any) -> None:
+            try:
+                api.remove_container(self.container_id, force=True, v=True)
+            except docker_errors.NotFound:
+                pass
+            except docker_errors.APIError as exc:
+                if "already in progress" not in api_error_text(exc):
+                    raise
+
+        await self._engine.call(remove)
+
+
+def published_ports(ports: dict[str, Any]) -> dict[int, str]:
+    """``NetworkSettings.Ports`` to ``{container port: "host:port"}`` (first binding)."""
+    found = {}
+    for key, bindings in ports.items():
+        number, _, proto = key.partition("/")
+        if proto != "tcp" or not bindings:
+            continue
+        binding = bindings[0]
+        host = binding.get("HostIp") or "127.0.0.1"
+        host = "127.0.0.1" if host == "0.0.0.0" else host
+        found[int(number)] = f"{host}:{binding.get('HostPort')}"
+    return found
+
+
+def _existing_ancestor(api: Any, cid: str, directory: str, shown: str) -> tuple[str, list[str]]:
+    """The deepest existing directory at or above ``directory`` (resolved), and the names
+    below it that are missing. Raises ``NotADirectoryError`` if a file is in the way."""
+    missing: list[str] = []
+    current = directory
+    while True:
+        real, found = files.resolve(api, cid, current)
+        if found is not None:
+            if found.type != "dir":
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), shown)
+            return real, list(reversed(missing))
+        if real != current:  # a dangling symlink: create its target instead
+            current = real
+            continue
+        if current in ("/", ""):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), shown)
+        current, name = posixpath.split(current.rstrip("/"))
+        missing.append(name)
+        current = current or "/"
+
+
+def _raise_for_helper(result: ExecResult, path: str) -> None:
+    code = result.exit_code
+    if code == 0:
+        return
+    message = result.stderr_text.strip()
+    lowered = message.lower()
+    if code == 2:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    if code == 20:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+    if code == 39:
+        raise IsADirectoryError(errno.ENOTEMPTY, "directory not empty; pass recursive=True", path)
+    if code == 13 or "permission denied" in lowered or "not permitted" in lowered:
+        raise PermissionError(errno.EACCES, message or os.strerror(errno.EACCES), path)
+    if "read-only" in lowered or "resource busy" in lowered:
+        raise PermissionError(errno.EROFS, message, path)
+    raise ProviderError(NAME, f"{path}: {message or f'helper exited with {code}'}")
+
+
+def resolve_owner(api: Any, cid: str, user: str) -> Owner:
+    """Numeric uid/gid for a Docker ``user`` string (``name``, ``uid``, ``name:group``)."""
+    name, group = parse_user(user)
+    if not name or (name in ("root", "0") and group is None):
+        return Owner(0, 0)
+
+    def table(path: str) -> list[list[str]]:
+        try:
+            text = files.get_file(api, cid, path, 16 * 1024 * 1024).decode("utf-8", "replace")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return []
+        return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+    uid = gid = None
+    if name.isdigit():
+        uid = int(name)
+    for row in table("/etc/passwd") if not name.isdigit() or group is None else []:
+        if len(row) >= 4 and (row[0] == name or (name.isdigit() and row[2] == name)):
+            uid, gid = int(row[2]), int(row[3])
+            break
+    if uid is None:
+        raise ProviderError(NAME, f"user {name!r} does not exist in the image (no entry in /etc/passwd)")
+    if group is not None:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            gid = next((int(row[2]) for row in table("/etc/group") if len(row) >= 3 and row[0] == group), None)
+            if gid is None:
+                raise ProviderError(NAME, f"group {group!r} does not exist in the image (no entry in /etc/group)")
+    return Owner(uid, gid if gid is not None else uid)

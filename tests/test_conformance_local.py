@@ -1,0 +1,26 @@
+"""The conformance suite against the local provider (bubblewrap isolation, for real)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+
+from sandport.local import LocalProvider
+from sandport.local.isolation import bwrap_problem
+from sandport.provider import Provider
+from sandport.testing import ProviderConformance
+
+pytestmark = pytest.mark.skipif(bool(bwrap_problem()), reason=f"local isolation unavailable: {bwrap_problem()}")
+
+
+class TestLocalConformance(ProviderConformance):
+    provider_name = "local"
+    xfail: ClassVar[dict[str, str]] = {}
+
+    @pytest.fixture(autouse=True)
+    def _root(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.root = tmp_path_factory.mktemp("local-provider")
+
+    def make_provider(self) -> Provider:
+        return LocalProvider(root=self.root)
