@@ -108,7 +108,11 @@ class Process(ABC):
     # -- the public API -------------------------------------------------------------------
 
     async def write_stdin(self, data: bytes | str) -> None:
-        """Send ``data`` (str is encoded as UTF-8) to the process's stdin."""
+        """Send ``data`` (str is encoded as UTF-8) to the process's stdin.
+
+        Raises:
+            BrokenPipeError: stdin was closed, or the process no longer reads it.
+        """
         await self._write_stdin(data.encode() if isinstance(data, str) else data)
 
     async def close_stdin(self) -> None:

@@ -146,6 +146,8 @@ class Sandbox(ABC):
             SandboxGone: the sandbox was terminated or died, before or during the command.
             PolicyDenied: a policy plugin refused the command.
             CapabilityNotSupported: ``user`` or ``stdin`` on a provider without them.
+            FileNotFoundError, NotADirectoryError: ``cwd`` is missing or not a directory
+                (the message names it).
             ValueError: an empty command, or a NUL byte in it.
         """
         argv = _argv(cmd)
@@ -187,7 +189,8 @@ class Sandbox(ABC):
 
         Raises:
             CapabilityNotSupported: the provider cannot stream (``STREAMING``).
-            SandboxGone, PolicyDenied, ValueError: as for :meth:`exec`.
+            SandboxGone, PolicyDenied, FileNotFoundError, NotADirectoryError, ValueError: as for
+                :meth:`exec`.
         """
         self._require(Capability.STREAMING)
         argv = _argv(cmd)
@@ -219,6 +222,7 @@ class Sandbox(ABC):
             IsADirectoryError: ``path`` is a directory.
             PermissionError: the sandbox's processes could not read it either.
             FileTooLarge: the file is larger than ``spec.max_file_bytes``.
+            OSError: ``path`` is not a regular file (a FIFO, a socket); never blocks on one.
         """
         target = self._abs(path)
         async with self._operation("read_file", path=target) as op:

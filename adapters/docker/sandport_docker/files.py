@@ -354,9 +354,12 @@ class _ChunkReader(io.RawIOBase):
 
 
 def untar_to(api: Any, container: str, path: str, target: Path) -> None:
-    """Download ``path`` (a file or a tree) from the container to ``target``. Members are
-    renamed from the archive's top name to ``target``; links that would point outside the
-    copied tree, absolute paths and device files are skipped."""
+    """Download ``path`` (a file or a tree) from the container to ``target``.
+
+    Members are renamed from the archive's top name to ``target``; modes are kept (less
+    setuid/setgid), files are owned by whoever runs this. Skipped: names that would leave
+    ``target``, links pointing outside the copied tree, and device files.
+    """
     try:
         chunks, _ = api.get_archive(container, path, chunk_size=_STREAM_CHUNK)
     except docker_errors.APIError as exc:
@@ -364,29 +367,35 @@ def untar_to(api: Any, container: str, path: str, target: Path) -> None:
         raise
     target = target.absolute()
     top: str | None = None
+    directories: list[tuple[str, int, float]] = []
     reader = io.BufferedReader(_ChunkReader(iter(chunks)), buffer_size=_STREAM_CHUNK)
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         for member in tar:
-            parts = member.name.split("/", 1)
+            head_name, _, rel = member.name.rstrip("/").partition("/")
             if top is None:
-                top = parts[0]
-            if parts[0] != top:
+                top = head_name
+            if head_name != top or member.isdev() or ".." in rel.split("/") or rel.startswith("/"):
                 continue
-            rel = parts[1] if len(parts) > 1 else ""
-            member.name = (posixpath.join(target.name, rel) if rel else target.name).rstrip("/")
+            member.name = posixpath.join(target.name, rel) if rel else target.name
             if member.islnk():  # hard link names are archive paths too
                 link_top, _, link_rest = member.linkname.partition("/")
-                if link_top != top:
+                if link_top != top or ".." in link_rest.split("/"):
                     continue
                 member.linkname = posixpath.join(target.name, link_rest) if link_rest else target.name
-            if (member.issym() or member.islnk()) and not _inside(member, target.name):
+            elif member.issym() and not _inside(member, target.name):
                 continue  # a link out of the copied tree is not recreated here
-            try:
-                safe = tarfile.data_filter(member, str(target.parent))
-            except tarfile.FilterError:
-                continue  # an absolute or escaping name, or a device file
+            member.mode &= 0o1777
+            member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
             target.parent.mkdir(parents=True, exist_ok=True)
-            tar.extract(safe, str(target.parent), set_attrs=True, filter="fully_trusted")
+            if member.isdir():  # modes last, so that a read-only directory can still be filled
+                directories.append((member.name, member.mode, member.mtime))
+                os.makedirs(target.parent / member.name, exist_ok=True)
+                continue
+            tar.extract(member, str(target.parent), set_attrs=True, filter="fully_trusted")
+    for name, mode, mtime in reversed(directories):
+        where = target.parent / name
+        os.chmod(where, mode)
+        os.utime(where, (mtime, mtime))
 
 
 def _inside(member: tarfile.TarInfo, top: str) -> bool:

@@ -51,7 +51,6 @@ while [ $grew = 1 ]; do
 done
 kill -9 -$g 2>/dev/null
 for p in $tree; do kill -9 $p 2>/dev/null; done
-exit 0
 """
 _CWD_ERRORS: dict[bytes, tuple[type[OSError], int]] = {
     b"!ENOENT": (FileNotFoundError, errno.ENOENT),
@@ -94,6 +93,7 @@ class DockerProcess(Process):
         self._stdin_open = stdin
         self._exit: int | None = None
         self._closed = False
+        self._killed = False
         #: The command's pid (= its process group) inside the container, once known.
         self.pid: int | None = None
 
@@ -165,7 +165,7 @@ class DockerProcess(Process):
 
     async def _wait_exit(self) -> int:
         if self._exit is None:
-            code = await self._sandbox._exec_exit_code(self.exec_id)
+            code = await self._sandbox._exec_exit_code(self.exec_id, killed_by_us=self._killed)
             self._exit = code
             await self.aclose()
         return self._exit
@@ -190,6 +190,7 @@ class DockerProcess(Process):
     async def kill(self) -> None:
         if self._exit is not None or self.pid is None:
             return
+        self._killed = True
         with anyio.CancelScope(shield=True):
             await self._sandbox._kill_group(self.pid)
 

@@ -42,6 +42,7 @@ from sandport_docker.sandbox import (
     LABEL_SECRETS,
     LABEL_SNAPSHOT,
     LABEL_SPEC,
+    LABEL_USER,
     SECRETS_DIR,
     DockerSandbox,
     _existing_ancestor,
@@ -179,15 +180,21 @@ class DockerProvider(Provider):
             labels[LABEL_SECRETS] = "1"
         seconds = _FOREVER if spec.lifetime is None else max(1, math.ceil(spec.lifetime))
 
-        def create(api: Any) -> str:
+        def create(api: Any) -> tuple[str, str]:
+            try:
+                image_config = api.inspect_image(image).get("Config") or {}
+            except docker_errors.APIError as exc:
+                raise _create_error(exc, image) from exc
+            default_user = spec.user or image_config.get("User") or ""
+            if default_user:
+                labels[LABEL_USER] = default_user
             try:
                 container = api.create_container(
                     image,
                     command=[str(seconds)],
                     entrypoint=["sleep"],
-                    user=spec.user or "",
+                    user="0",
                     environment=spec.env,
-                    working_dir=spec.workdir,
                     labels=labels,
                     ports=list(spec.ports) or None,
                     name="sandport-" + secrets_module.token_hex(6),
@@ -197,8 +204,8 @@ class DockerProvider(Provider):
                 raise _create_error(exc, image) from exc
             cid = str(container["Id"])
             try:
-                if not options.read_only_root:
-                    _ensure_dir(api, cid, spec.workdir, spec.user)
+                if not options.read_only_root:  # (no WorkingDir: the engine would create it root-owned)
+                    _ensure_dir(api, cid, spec.workdir, default_user)
                 api.start(cid)
             except BaseException as exc:
                 try:
@@ -208,10 +215,10 @@ class DockerProvider(Provider):
                 if isinstance(exc, docker_errors.APIError):
                     raise _create_error(exc, image) from exc
                 raise
-            return cid
+            return cid, default_user
 
-        cid = await self.engine.call(create)
-        sandbox = DockerSandbox(self, cid, spec, options, _created_at(spec.labels))
+        cid, default_user = await self.engine.call(create)
+        sandbox = DockerSandbox(self, cid, spec, options, _created_at(spec.labels), default_user)
         if spec.secrets:
             try:
                 await sandbox._store_secrets()
@@ -225,9 +232,9 @@ class DockerProvider(Provider):
     async def _connect(self, sandbox_id: str) -> DockerSandbox:
         try:
             data = await self.engine.call(lambda api: api.inspect_container(sandbox_id))
-        except docker_errors.NotFound:
-            raise SandboxNotFound(NAME, sandbox_id) from None
         except docker_errors.APIError as exc:
+            if exc.status_code is not None and 400 <= exc.status_code < 500:  # unknown, or not an id at all
+                raise SandboxNotFound(NAME, sandbox_id) from None
             raise ProviderError(NAME, f"connect {sandbox_id}: {api_error_text(exc)}") from exc
         labels = (data.get("Config") or {}).get("Labels") or {}
         if LABEL_SPEC not in labels:
@@ -237,7 +244,9 @@ class DockerProvider(Provider):
             raise SandboxGone(NAME, sandbox_id, f"its container stopped with status {state.get('ExitCode')}")
         spec = SandboxSpec.model_validate_json(labels[LABEL_SPEC])
         options = DockerConfig.model_validate(spec.options)
-        sandbox = DockerSandbox(self, str(data["Id"]), spec, options, _created_at(spec.labels))
+        created = _created_at(spec.labels)
+        sandbox = DockerSandbox(self, str(data["Id"]), spec, options, created, labels.get(LABEL_USER, ""))
+        sandbox._paused = bool(state.get("Paused"))
         if LABEL_SECRETS in labels:
             secret_values = await sandbox._load_secrets()
             sandbox.spec = spec.model_copy(
@@ -284,8 +293,10 @@ class DockerProvider(Provider):
     async def _restore(self, snapshot: SnapshotRef, overrides: dict[str, Any]) -> DockerSandbox:
         try:
             image = await self.engine.call(lambda api: api.inspect_image(snapshot.id))
-        except docker_errors.NotFound:
-            raise SandboxNotFound(NAME, snapshot.id, what="snapshot") from None
+        except docker_errors.APIError as exc:
+            if exc.status_code is not None and 400 <= exc.status_code < 500:
+                raise SandboxNotFound(NAME, snapshot.id, what="snapshot") from None
+            raise ProviderError(NAME, f"restore {snapshot.id}: {api_error_text(exc)}") from exc
         config_labels = (image.get("Config") or {}).get("Labels") or {}
         if LABEL_SPEC not in config_labels or snapshot.id not in (image.get("RepoTags") or []):
             raise SandboxNotFound(NAME, snapshot.id, what="snapshot")
@@ -330,7 +341,7 @@ class DockerProvider(Provider):
 def _create_error(exc: Any, image: str) -> Exception:
     text = api_error_text(exc)
     lowered = text.lower()
-    if exc.status_code == 404 and ("no such image" in lowered or "not found" in lowered):
+    if exc.status_code == 404 and ("no such image" in lowered or "not found" in lowered or "no such" in lowered):
         return ImageNotFound(image)
     if "storage-opt" in lowered or "storage opt" in lowered:
         detail = f"disk_mb cannot be enforced by this engine's storage driver: {text}"
@@ -338,7 +349,7 @@ def _create_error(exc: Any, image: str) -> Exception:
     return ProviderError(NAME, f"creating a container from {image!r} failed: {text}")
 
 
-def _ensure_dir(api: Any, cid: str, path: str, user: str | None) -> None:
+def _ensure_dir(api: Any, cid: str, path: str, user: str) -> None:
     """Create ``path`` (owned by the sandbox user) in a created container if missing."""
     from sandport_docker import files
 
@@ -346,6 +357,6 @@ def _ensure_dir(api: Any, cid: str, path: str, user: str | None) -> None:
     if found is not None:
         return
     base, missing = _existing_ancestor(api, cid, path, path)
-    owner = resolve_owner(api, cid, user or "")
+    owner = resolve_owner(api, cid, user)
     names = [os.path.join(*missing[: i + 1]) for i in range(len(missing))]
     files.put(api, cid, base, files.dir_tar(names, owner))

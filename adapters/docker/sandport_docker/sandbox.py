@@ -22,12 +22,21 @@ from sandport_docker import files
 from sandport_docker.config import DockerConfig
 from sandport_docker.engine import NAME, ExecStartError, api_error_text, docker_errors, status_of
 from sandport_docker.files import ContainerGone, Owner
+from sandport_docker.helper import HelperResult, HelperSession
 from sandport_docker.process import KILL_SCRIPT, DockerProcess, wrap
 
 if TYPE_CHECKING:
     from sandport_docker.provider import DockerProvider
 
-__all__ = ["LABEL_SECRETS", "LABEL_SNAPSHOT", "LABEL_SPEC", "SECRETS_DIR", "SNAPSHOT_REPOSITORY", "DockerSandbox"]
+__all__ = [
+    "LABEL_SECRETS",
+    "LABEL_SNAPSHOT",
+    "LABEL_SPEC",
+    "LABEL_USER",
+    "SECRETS_DIR",
+    "SNAPSHOT_REPOSITORY",
+    "DockerSandbox",
+]
 
 T = TypeVar("T")
 
@@ -35,6 +44,11 @@ T = TypeVar("T")
 LABEL_SPEC = "sandport.spec"
 #: Present when the sandbox has secrets (kept in a root-only tmpfs file, never in the config).
 LABEL_SECRETS = "sandport.secrets"
+#: The user commands run as by default (``spec.user``, else the image's USER), when not root.
+#: The container itself runs as root: with ``no-new-privileges`` an exec as root in a
+#: container created for another user would get no capabilities at all, and sandport's
+#: own helpers (kill, rename, remove) need a few.
+LABEL_USER = "sandport.user"
 #: On snapshot images: the id of the sandbox they were taken from.
 LABEL_SNAPSHOT = "sandport.snapshot"
 SNAPSHOT_REPOSITORY = "sandport-snapshot"
@@ -58,14 +72,24 @@ class DockerSandbox(Sandbox):
     provider: DockerProvider
 
     def __init__(
-        self, provider: DockerProvider, container_id: str, spec: SandboxSpec, options: DockerConfig, created: datetime
+        self,
+        provider: DockerProvider,
+        container_id: str,
+        spec: SandboxSpec,
+        options: DockerConfig,
+        created: datetime,
+        default_user: str = "",
     ) -> None:
         super().__init__(provider, container_id[:12], spec)
+        #: Who commands run as unless ``exec(user=...)`` says otherwise ("" is root).
+        self.default_user = default_user
         self.container_id = container_id
         self.options = options
         self.created = created
         self._engine = provider.engine
         self._owner: Owner | None = None
+        self._session = HelperSession(self)
+        self._paused = False
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -122,7 +146,7 @@ class DockerSandbox(Sandbox):
         def create(api: Any) -> str:
             result = api.exec_create(
                 self.container_id, command, stdout=True, stderr=True, stdin=stdin, tty=False,
-                environment=env, user=user or "",
+                environment=env, user=user or self.default_user,
             )  # fmt: skip
             return str(result["Id"])
 
@@ -145,7 +169,7 @@ class DockerSandbox(Sandbox):
             raise
         return process
 
-    async def _exec_exit_code(self, exec_id: str) -> int:
+    async def _exec_exit_code(self, exec_id: str, *, killed_by_us: bool = False) -> int:
         """The exit status of a finished exec; ``SandboxGone`` if the container died."""
         delay = 0.001
         while True:
@@ -162,27 +186,37 @@ class DockerSandbox(Sandbox):
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.1)
         code = int(code)
-        if code >= 128 or code < 0:  # killed by a signal: by us, by the OOM killer, or with the container?
-            problem = await self._state_problem()
-            if problem:
-                raise self._gone(problem)
+        if code >= 128 or code < 0:
+            # Killed by a signal: by us, by the OOM killer, by the command itself, or with
+            # the whole container (then the engine may take a moment to notice it stopped).
+            for attempt in range(1 if killed_by_us or code != 137 else 6):
+                if attempt:
+                    await anyio.sleep(0.1)
+                problem = await self._state_problem()
+                if problem:
+                    raise self._gone(problem)
         return code
 
     async def _kill_group(self, pid: int) -> None:
+        """Kill a process group and its descendants from a fresh exec (never queued behind a
+        helper job); if no process can be started (pids limit reached), from the helper
+        shell without forking."""
         try:
-            await self._helper(KILL_SCRIPT, str(pid))
-        except SandboxGone:
+            process = await self._spawn(["/bin/sh", "-c", KILL_SCRIPT, "sh", str(pid)], cwd="/", env={}, user=_ROOT,
+                                        stdin=False)  # fmt: skip
+            await process.wait()
+            if process.pid is not None:
+                return
+            if self._session.started:
+                await self._session.run(KILL_SCRIPT, str(pid), inline=True)
+        except (SandboxGone, ProviderError):
             pass
 
-    async def _helper(self, script: str, *args: str, stdin: bytes | None = None) -> ExecResult:
-        """Run a shell script as root in ``/`` (for file operations and kills)."""
-        process = await self._spawn(
-            ["/bin/sh", "-c", script, "sh", *args], cwd="/", env={}, user=_ROOT, stdin=stdin is not None
-        )
-        if stdin is not None:
-            await process.write_stdin(stdin)
-            await process.close_stdin()
-        return await process.wait()
+    async def _helper(self, script: str, *args: str) -> HelperResult:
+        """Run a shell script as root in ``/`` in the sandbox's helper session."""
+        if self._paused:
+            raise ProviderError(NAME, f"sandbox {self.id} is paused; resume() it first")
+        return await self._session.run(script, *args)
 
     async def _start(self, argv: list[str], *, cwd: str, env: dict[str, str], user: str | None) -> DockerProcess:
         return await self._spawn(argv, cwd=cwd, env=env, user=user, stdin=True)
@@ -205,9 +239,8 @@ class DockerSandbox(Sandbox):
     # -- secrets -------------------------------------------------------------------------
 
     async def _store_secrets(self) -> None:
-        payload = json.dumps(self.spec.secret_env()).encode()
-        script = f"umask 077 && cat > {SECRETS_FILE}"
-        result = await self._helper(script, stdin=payload)
+        payload = json.dumps(self.spec.secret_env())
+        result = await self._helper(f'umask 077 && printf %s "$1" > {SECRETS_FILE}', payload)
         if result.exit_code != 0:
             raise ProviderError(NAME, f"could not store the secrets in {self.id}: {result.stderr_text.strip()}")
 
@@ -222,11 +255,8 @@ class DockerSandbox(Sandbox):
 
     async def _file_owner(self) -> Owner:
         if self._owner is None:
-            user = self.spec.user
-            if user is None:
-                data = await self._call(lambda api: api.inspect_container(self.container_id))
-                user = (data.get("Config") or {}).get("User") or ""
-            self._owner = await self._call(lambda api: resolve_owner(api, self.container_id, user or ""))
+            user = self.default_user
+            self._owner = await self._call(lambda api: resolve_owner(api, self.container_id, user))
         return self._owner
 
     async def _read_file(self, path: str) -> bytes:
@@ -244,10 +274,14 @@ class DockerSandbox(Sandbox):
         return await self._call(stat)
 
     async def _write_file(self, path: str, data: bytes, *, mode: int | None, parents: bool) -> None:
+        """Written under a temporary name next to the target, then renamed over it: readers
+        see the old file or the new one, never a part."""
         owner = await self._file_owner()
         cid = self.container_id
+        temp = f".sandport-{secrets_module.token_hex(6)}.tmp"
+        written: list[str] = []  # where the temporary file went, once known
 
-        def write(api: Any) -> None:
+        def write(api: Any) -> tuple[str, str]:
             real, found = files.resolve(api, cid, path)
             if found is not None and found.type == "dir":
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
@@ -259,9 +293,23 @@ class DockerSandbox(Sandbox):
                 if missing and not parents:
                     raise FileNotFoundError(errno.ENOENT, "parent directory missing", path)
             names = [posixpath.join(*missing[: i + 1]) for i in range(len(missing))]
-            files.put(api, cid, base, files.file_tar(names, posixpath.join(*missing, name), data, bits, owner))
+            written.append(posixpath.join(base, *missing, temp))
+            files.put(api, cid, base, files.file_tar(names, posixpath.join(*missing, temp), data, bits, owner))
+            return posixpath.join(base, *missing), name
 
-        await self._call(write)
+        try:
+            directory, name = await self._call(write)
+        except BaseException:
+            if written:  # the upload broke off: do not leave a partial temporary file behind
+                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                    try:
+                        await self._helper('rm -f -- "$1"', written[0])
+                    except Exception:
+                        pass
+            raise
+        source, target = posixpath.join(directory, temp), posixpath.join(directory, name)
+        result = await self._helper('mv -f -T -- "$1" "$2" || { rm -f -- "$1"; exit 1; }', source, target)
+        _raise_for_helper(result, path)
 
     async def _mkdir(self, path: str, *, parents: bool, exist_ok: bool) -> None:
         owner = await self._file_owner()
@@ -362,9 +410,11 @@ class DockerSandbox(Sandbox):
 
     async def _pause(self) -> None:
         await self._lifecycle("pause")
+        self._paused = True
 
     async def _resume(self) -> None:
         await self._lifecycle("unpause")
+        self._paused = False
 
     async def _lifecycle(self, action: str) -> None:
         try:
@@ -406,6 +456,8 @@ class DockerSandbox(Sandbox):
         return self._describe("paused" if state.get("Paused") else "running", ports)
 
     async def _terminate(self) -> None:
+        await self._session.close()
+
         def remove(api: Any) -> None:
             try:
                 api.remove_container(self.container_id, force=True, v=True)
@@ -453,7 +505,7 @@ def _existing_ancestor(api: Any, cid: str, directory: str, shown: str) -> tuple[
         current = current or "/"
 
 
-def _raise_for_helper(result: ExecResult, path: str) -> None:
+def _raise_for_helper(result: HelperResult, path: str) -> None:
     code = result.exit_code
     if code == 0:
         return

@@ -31,7 +31,6 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="sandport",
-    help="Run commands in sandboxes on any provider: local (bubblewrap), Docker, Modal, Daytona, ...",
     epilog=EXIT_CODES_HELP,
     rich_markup_mode="markdown",
     no_args_is_help=True,
@@ -61,7 +60,7 @@ EnvOpt = Annotated[
         help="Environment variable for the command; a bare NAME copies it from your environment.",
     ),
 ]
-CmdArg = Annotated[list[str], typer.Argument(metavar="CMD...", help="The command and its arguments (an argv).")]
+CmdArg = Annotated[list[str], typer.Argument(metavar="CMD", help="The command and its arguments (an argv).")]
 
 
 def _version(value: bool) -> None:
@@ -373,7 +372,7 @@ def ls(
 @app.command()
 @guarded
 def rm(
-    sandbox_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Sandboxes to terminate.")],
+    sandbox_ids: Annotated[list[str], typer.Argument(metavar="ID", help="Sandboxes to terminate.")],
     provider: ProviderOpt = "local",
     as_json: JsonOpt = False,
 ) -> None:

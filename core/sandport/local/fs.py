@@ -192,14 +192,16 @@ class SandboxFS:
     def read(self, path: str, limit: int) -> bytes:
         """Read a whole file; raises ``ValueError(size)`` if it is over ``limit`` bytes."""
         target = self._target(path)
-        try:
-            fd = self._open(target, os.O_RDONLY)
+        try:  # O_NONBLOCK: opening a FIFO planted by the sandbox must not wait for a writer
+            fd = self._open(target, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             raise type(exc)(exc.errno, exc.strerror, path) from None
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 raise _err(IsADirectoryError, errno.EISDIR, path)
+            if not stat.S_ISREG(st.st_mode):
+                raise _err(OSError, errno.EINVAL, path, " (not a regular file)")
             if st.st_size > limit:
                 raise ValueError(st.st_size)
             chunks = []

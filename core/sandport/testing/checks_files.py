@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 
+import anyio
 import pytest
 
 from sandport.errors import FileTooLarge
@@ -187,3 +189,15 @@ class FileChecks(ConformanceBase):
         assert (await sandbox.stat("/")).is_dir
         with pytest.raises(IsADirectoryError):
             await sandbox.read_file("/")
+
+    async def test_read_fifo_does_not_block(self, sandbox: Sandbox) -> None:
+        """A FIFO planted in the sandbox must not hang read_file until someone writes to it."""
+        await sandbox.exec(["mkfifo", "fifo"], check=True)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(sandbox.exec, ["sh", "-c", "sleep 3; echo late > fifo"], timeout=60))
+            try:
+                data = await sandbox.read_file("fifo")
+            except OSError:
+                data = b""
+            await sandbox.exec(["sh", "-c", "cat fifo > /dev/null"], timeout=30)  # let the writer finish
+        assert b"late" not in data, "read_file blocked on a FIFO until a writer came"

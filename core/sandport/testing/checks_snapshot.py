@@ -32,7 +32,9 @@ MODES = ["stat", "-c", "%a %n", "snap/data.bin", "snap/tool.sh", "snap/shared", 
 
 async def assert_filled(sandbox: Sandbox) -> None:
     assert (await sandbox.exec(MODES)).text.split("\n")[:-1] == [
-        "644 snap/data.bin", "755 snap/tool.sh", "666 snap/shared", "775 snap/team", "755 snap/empty", "1777 /tmp"]  # fmt: skip
+        "644 snap/data.bin", "755 snap/tool.sh", "666 snap/shared",
+        "775 snap/team", "755 snap/empty", "1777 /tmp",
+    ]  # fmt: skip
     assert (await sandbox.exec(["readlink", "snap/abs"])).stdout == b"/etc/passwd\n"
     assert await sandbox.read_file("/tmp/in-tmp.txt") == b"tmp"
     assert await sandbox.read_file("snap/data.bin") == bytes(range(256)) * 100
@@ -71,6 +73,7 @@ class SnapshotChecks(ConformanceBase):
         await fill(sandbox)
         ref = await sandboxes.snapshot(sandbox)
         text = ref.model_dump_json()
+        await sandbox.terminate()  # a snapshot outlives its sandbox
         later = self.make_provider()  # as a later process would
         try:
             restored = await sandboxes.restore(SnapshotRef.model_validate_json(text), provider=later)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pkgutil
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pytest
 
@@ -28,14 +28,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "conformance: checks from sandport.testing's conformance suite")
 
 
-def _is_conformance(cls: Any) -> bool:
+def _is_conformance(cls: type[Any] | None) -> TypeGuard[type[Any]]:
     return cls is not None and bool(getattr(cls, "__sandport_conformance__", False))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     classes: dict[type[Any], set[str]] = {}
     for item in items:
-        cls = getattr(item, "cls", None)
+        cls: type[Any] | None = getattr(item, "cls", None)
         if not _is_conformance(cls):
             continue
         names = (item.name, getattr(item, "originalname", item.name))

@@ -1,0 +1,41 @@
+"""Shared set-up for the Docker adapter's tests: skip cleanly without an engine or the test
+images, and remove whatever a test run leaves behind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from _docker_testing import BUSYBOX, DEBIAN, remove_leftovers
+
+
+def _engine_problem() -> str | None:
+    import docker
+
+    try:
+        client = docker.APIClient(version="auto", timeout=10)
+    except Exception as exc:  # the engine is not there
+        return f"no Docker engine: {exc} (run scripts/docker-engine.sh)"
+    try:
+        for image in (DEBIAN, BUSYBOX):
+            try:
+                client.inspect_image(image)
+            except docker.errors.ImageNotFound:
+                return f"test image {image} missing (run scripts/build-test-images.sh)"
+    finally:
+        client.close()
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _docker_engine() -> Iterator[None]:
+    problem = _engine_problem()
+    if problem:
+        pytest.skip(problem)
+    yield
+    remove_leftovers()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
