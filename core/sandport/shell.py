@@ -140,9 +140,9 @@ class Shell:
         """Replace a dead or stuck shell; the result carries the old one's exit status."""
         if timed_out:
             await self._process.kill()
+        exit_code = (await self._process.wait(timeout=5)).exit_code  # also reads its pipes to EOF
+        if timed_out:
             exit_code = TIMEOUT_EXIT_CODE
-        else:
-            exit_code = (await self._process.wait(timeout=5)).exit_code
         self._flush(collector)
         try:
             self._process = await self._spawn(self._sandbox)
@@ -157,6 +157,7 @@ class Shell:
         if not self._closed:
             self._closed = True
             await self._process.kill()
+            await self._process.wait(timeout=5)  # read its pipes to EOF so they close now
 
     async def __aenter__(self) -> Shell:
         return self

@@ -39,3 +39,17 @@ def _docker_engine() -> Iterator[None]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "engine_restart: restarts the Docker engine; always runs after every other test of the session"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move the engine-restart checks to the very end: restarting dockerd stops every
+    container, so nothing else may run after (or during) them."""
+    restart = [item for item in items if item.get_closest_marker("engine_restart")]
+    if restart:
+        items[:] = [item for item in items if not item.get_closest_marker("engine_restart")] + restart

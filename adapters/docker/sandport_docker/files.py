@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import os
 import posixpath
 import re
@@ -59,6 +60,8 @@ _GO_IRREGULAR = 1 << 19
 _GO_OTHER = _GO_DEVICE | _GO_PIPE | _GO_SOCKET | _GO_CHARDEV | _GO_IRREGULAR
 _MAX_LINKS = 40
 _STREAM_CHUNK = 2 * 1024 * 1024
+# Without this, requests asks for gzip and the engine compresses every archive it sends.
+_IDENTITY = {"Accept-Encoding": "identity"}
 _BLOCK = 512
 
 
@@ -164,7 +167,7 @@ def head(api: Any, container: str, path: str) -> PathStat | None:
     if response.status_code == 404:
         return None
     # HEAD answers carry no message: ask again with GET to learn what went wrong.
-    response = api._get(_archive_url(api, container), params={"path": path}, stream=True)
+    response = api._get(_archive_url(api, container), params={"path": path}, stream=True, headers=_IDENTITY)
     try:
         api._raise_for_status(response)
     except docker_errors.APIError as exc:
@@ -176,7 +179,7 @@ def head(api: Any, container: str, path: str) -> PathStat | None:
 
 def missing_reason(api: Any, container: str, path: str) -> None:
     """After a 404: raise ``ContainerGone`` if it was the container that was missing."""
-    response = api._get(_archive_url(api, container), params={"path": path}, stream=True)
+    response = api._get(_archive_url(api, container), params={"path": path}, stream=True, headers=_IDENTITY)
     try:
         api._raise_for_status(response)
     except docker_errors.APIError as exc:
@@ -201,7 +204,7 @@ def get_file(api: Any, container: str, path: str, limit: int) -> bytes:
     """The content of a regular file (following symlinks)."""
     current = path
     for _ in range(_MAX_LINKS):
-        response = api._get(_archive_url(api, container), params={"path": current}, stream=True)
+        response = api._get(_archive_url(api, container), params={"path": current}, stream=True, headers=_IDENTITY)
         try:
             try:
                 api._raise_for_status(response)
@@ -213,32 +216,61 @@ def get_file(api: Any, container: str, path: str, limit: int) -> bytes:
                 continue
             if found.type == "dir":
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            if found.type != "file":  # a FIFO, socket or device: never read (nor wait on) it
+                raise _not_regular(path)
             if found.size > limit:
                 raise FileTooLarge(path, found.size, limit)
-            body = b"".join(response.iter_content(_STREAM_CHUNK, decode_unicode=False))
+            api._disable_socket_timeout(api._get_raw_response_socket(response))  # as get_archive does
+            return _only_member(response.iter_content(_STREAM_CHUNK, decode_unicode=False), path)
         finally:
             response.close()
-        return _only_member(body, path)
     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
 
 
-def _only_member(body: bytes, path: str) -> bytes:
-    with tarfile.open(fileobj=io.BytesIO(body), mode="r:") as tar:
-        member = tar.next()
-        if member is None:
-            raise ProviderError(NAME, f"{path}: the engine sent an empty archive")
-        if not member.isfile():
-            raise ProviderError(NAME, f"{path}: not a regular file (tar type {member.type!r})")
-        view = memoryview(body)
-        return bytes(view[member.offset_data : member.offset_data + member.size])
+def _only_member(chunks: Iterator[bytes], path: str) -> bytes:
+    """The content of the single file in a tar stream, joined with one copy."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= 16 * 1024:
+            break
+    with tarfile.open(fileobj=io.BytesIO(head), mode="r:") as tar:
+        try:
+            member = tar.next()
+        except tarfile.ReadError as exc:
+            raise ProviderError(NAME, f"{path}: the engine sent a broken archive ({exc})") from None
+    if member is None:
+        raise ProviderError(NAME, f"{path}: the engine sent an empty archive")
+    if not member.isfile():
+        raise _not_regular(path)
+    parts, left = [], member.size
+    first = head[member.offset_data : member.offset_data + left]
+    for piece in itertools.chain([first], chunks):
+        if len(piece) > left:
+            piece = piece[:left]
+        parts.append(piece)
+        left -= len(piece)
+        if not left:
+            break
+    if left:
+        raise ProviderError(NAME, f"{path}: the archive ended {left} bytes early")
+    return b"".join(parts)
+
+
+def _not_regular(path: str) -> OSError:
+    return OSError(errno.EINVAL, os.strerror(errno.EINVAL) + " (not a regular file)", path)
 
 
 def put(api: Any, container: str, directory: str, data: bytes | Iterator[bytes]) -> None:
-    """Extract a tar stream into ``directory`` (which must exist)."""
+    """Extract a tar stream into ``directory`` (which must exist). No read timeout: the
+    engine answers only once it has unpacked everything, however long that takes."""
+    response = api._put(_archive_url(api, container), params={"path": directory}, data=data, timeout=None)
     try:
-        api.put_archive(container, directory, data)
+        api._raise_for_status(response)
     except docker_errors.APIError as exc:
         _raise_for(exc, directory)
+    finally:
+        response.close()
 
 
 # -- building archives ---------------------------------------------------------------------
@@ -268,67 +300,104 @@ def dir_tar(names: list[str], owner: Owner, mode: int = 0o755) -> bytes:
     return b"".join([*parts, _END])
 
 
-def file_tar(dirs: list[str], name: str, data: bytes, mode: int, owner: Owner) -> Iterator[bytes] | bytes:
-    """An archive of ``dirs`` (created first) and one file. Large payloads are streamed
-    without being copied."""
+def file_tar(dirs: list[str], name: str, data: bytes, mode: int, owner: Owner) -> bytes:
+    """An archive of ``dirs`` (created first) and one file, as one body: the engine takes a
+    sized body faster than a chunked stream."""
     head_bytes = b"".join(
         [*(_header(d, kind=tarfile.DIRTYPE, size=0, mode=0o755, owner=owner) for d in dirs),
          _header(name, kind=tarfile.REGTYPE, size=len(data), mode=mode, owner=owner)]
     )  # fmt: skip
-    tail = _padding(len(data)) + _END
-    if len(data) < 1024 * 1024:
-        return head_bytes + data + tail
-    view = memoryview(data)
-    return iter([head_bytes, *(bytes(view[i : i + _STREAM_CHUNK]) for i in range(0, len(data), _STREAM_CHUNK)), tail])
+    return b"".join([head_bytes, data, _padding(len(data)), _END])
 
 
-class _Sink(io.RawIOBase):
-    """A write-only file object that hands out what was written so far."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.parts.append(bytes(data))
-        self.size += len(data)
-        return len(data)
-
-    def take(self) -> bytes:
-        data = b"".join(self.parts)
-        self.parts, self.size = [], 0
-        return data
+def _ustar(name: bytes, mode: int, owner: Owner, size: int, mtime: int, kind: bytes, link: bytes = b"") -> bytes | None:
+    """A ustar header built directly (tarfile's generic path costs more than the engine's
+    unpacking of small files); None when the entry needs PAX records instead."""
+    prefix = b""
+    if len(name) > 100:
+        cut = name.rfind(b"/", 0, 156)
+        if cut <= 0 or len(name) - cut - 1 > 100:
+            return None
+        prefix, name = name[:cut], name[cut + 1 :]
+    if len(link) > 100 or size >= 8**11 or mtime >= 8**11 or max(owner.uid, owner.gid) >= 8**7:
+        return None
+    header = bytearray(512)
+    header[0 : len(name)] = name
+    header[100:108] = b"%07o\0" % (mode & 0o7777)
+    header[108:116] = b"%07o\0" % owner.uid
+    header[116:124] = b"%07o\0" % owner.gid
+    header[124:136] = b"%011o\0" % size
+    header[136:148] = b"%011o\0" % mtime
+    header[148:156] = b"        "
+    header[156:157] = kind
+    header[157 : 157 + len(link)] = link
+    header[257:265] = b"ustar\x0000"
+    header[345 : 345 + len(prefix)] = prefix
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
 
 
 def tree_tar(source: Path, arcname: str, owner: Owner, *, chunk: int = 256 * 1024) -> Iterator[bytes]:
     """Stream a local file or directory tree as a tar archive, entries named under
-    ``arcname``; modes and symlinks kept, ownership set to ``owner``. Pieces are yielded as
-    they are built, so the engine unpacks while the rest is still being read."""
+    ``arcname``; modes and symlinks kept (hard links become copies), ownership set to
+    ``owner``. Pieces are yielded as they are built, so the engine unpacks while the rest
+    is still being read."""
+    parts: list[bytes] = []
+    pending = 0
 
-    def own(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid, info.gid = owner.uid, owner.gid
-        info.uname = info.gname = ""
-        return info
+    def entry(path: str, name: str) -> None:
+        nonlocal pending
+        st = os.lstat(path)
+        mode, mtime = stat_module.S_IMODE(st.st_mode), int(st.st_mtime)
+        link = b""
+        if stat_module.S_ISDIR(st.st_mode):
+            kind, size, name = tarfile.DIRTYPE, 0, name + "/"
+        elif stat_module.S_ISLNK(st.st_mode):
+            kind, size, link = tarfile.SYMTYPE, 0, os.fsencode(os.readlink(path))
+        elif stat_module.S_ISREG(st.st_mode):
+            kind, size = tarfile.REGTYPE, st.st_size
+        else:
+            return  # sockets, FIFOs and devices are not copied
+        header = _ustar(os.fsencode(name), mode, owner, size, mtime, kind, link)
+        if header is None:
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mode, info.mtime = kind, size, mode, mtime
+            info.uid, info.gid, info.linkname = owner.uid, owner.gid, os.fsdecode(link)
+            header = info.tobuf(format=tarfile.PAX_FORMAT)
+        parts.append(header)
+        pending += len(header)
+        if kind == tarfile.REGTYPE and size:
+            with open(path, "rb") as f:
+                left = size
+                while left > 0:  # exactly `size` bytes, even if the file changes meanwhile
+                    data = f.read(min(left, _STREAM_CHUNK)) or b"\0" * min(left, _STREAM_CHUNK)
+                    data = data[:left]
+                    parts.append(data)
+                    left -= len(data)
+                    pending += len(data)
+            parts.append(_padding(size))
 
-    sink = _Sink()
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(source, arcname=arcname, recursive=False, filter=own)
-        if source.is_dir() and not source.is_symlink():
-            for root, dirs, files in os.walk(source):
-                rel = Path(root).relative_to(source).as_posix()
-                base = arcname if rel == "." else posixpath.join(arcname, rel)
-                dirs.sort()
-                links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
-                dirs[:] = [d for d in dirs if d not in links]
-                for name in [*dirs, *links, *sorted(files)]:  # a directory entry precedes its contents
-                    tar.add(os.path.join(root, name), arcname=posixpath.join(base, name), recursive=False, filter=own)
-                    if sink.size >= chunk:
-                        yield sink.take()
-    yield sink.take()
+    def take() -> bytes:
+        nonlocal pending
+        data = b"".join(parts)
+        parts.clear()
+        pending = 0
+        return data
+
+    entry(str(source), arcname)
+    if source.is_dir() and not source.is_symlink():
+        for root, dirs, files in os.walk(source):
+            rel = Path(root).relative_to(source).as_posix()
+            base = arcname if rel == "." else posixpath.join(arcname, rel)
+            dirs.sort()
+            links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+            dirs[:] = [d for d in dirs if d not in links]
+            for name in [*dirs, *links, *sorted(files)]:  # a directory entry precedes its contents
+                entry(os.path.join(root, name), posixpath.join(base, name))
+                if pending >= chunk:
+                    yield take()
+    parts.append(_END)
+    yield take()
 
 
 class _ChunkReader(io.RawIOBase):

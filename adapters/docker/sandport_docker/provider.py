@@ -36,6 +36,7 @@ from sandport.capabilities import Capability
 from sandport.errors import CapabilityNotSupported, ProviderError, ProviderUnavailable, SandboxGone, SandboxNotFound
 from sandport.models import SandboxInfo, SandboxSpec, SnapshotRef
 from sandport.provider import LABEL_CREATED, LABEL_OWNER, Availability, Provider
+from sandport_docker import files
 from sandport_docker.config import BASE_CAPABILITIES, DEFAULT_PIDS, DockerConfig
 from sandport_docker.engine import NAME, Engine, api_error_text, docker_errors, docker_module
 from sandport_docker.sandbox import (
@@ -351,8 +352,6 @@ def _create_error(exc: Any, image: str) -> Exception:
 
 def _ensure_dir(api: Any, cid: str, path: str, user: str) -> None:
     """Create ``path`` (owned by the sandbox user) in a created container if missing."""
-    from sandport_docker import files
-
     _, found = files.resolve(api, cid, path)
     if found is not None:
         return

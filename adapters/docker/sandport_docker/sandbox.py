@@ -90,6 +90,7 @@ class DockerSandbox(Sandbox):
         self._owner: Owner | None = None
         self._session = HelperSession(self)
         self._paused = False
+        self._removed_here = False  # terminate() was called on this object
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -176,6 +177,8 @@ class DockerSandbox(Sandbox):
             try:
                 data = await self._engine.call(lambda api: api.exec_inspect(exec_id))
             except docker_errors.NotFound:
+                if self._removed_here:  # we terminated the sandbox: its commands were killed
+                    return 128 + 9
                 problem = await self._state_problem()
                 raise self._gone(problem or "its container was replaced") from None
             code = data.get("ExitCode")
@@ -381,17 +384,17 @@ class DockerSandbox(Sandbox):
 
         def commit(api: Any) -> str:
             if not self.options.read_only_root:
-                return str(api.commit(cid, repository=SNAPSHOT_REPOSITORY, tag=tag, conf=conf, pause=True)["Id"])
+                return _commit(api, cid, conf, tag=tag)
             # The workdir is a volume, which a commit leaves out: copy it into the image.
-            interim = api.commit(cid, conf=conf, pause=True)["Id"]
+            interim = _commit(api, cid, conf)
             helper = api.create_container(
                 interim, entrypoint=["/bin/sh"], labels={LABEL_SNAPSHOT: self.id},
                 host_config=api.create_host_config(network_mode="none"),
             )["Id"]  # fmt: skip
             try:
                 chunks, _ = api.get_archive(cid, workdir, chunk_size=2 * 1024 * 1024)
-                api.put_archive(helper, posixpath.dirname(workdir.rstrip("/")) or "/", chunks)
-                return str(api.commit(helper, repository=SNAPSHOT_REPOSITORY, tag=tag, conf=conf, pause=False)["Id"])
+                files.put(api, helper, posixpath.dirname(workdir.rstrip("/")) or "/", chunks)
+                return _commit(api, helper, conf, tag=tag, pause=False)
             finally:
                 api.remove_container(helper, force=True, v=True)
                 try:
@@ -456,6 +459,7 @@ class DockerSandbox(Sandbox):
         return self._describe("paused" if state.get("Paused") else "running", ports)
 
     async def _terminate(self) -> None:
+        self._removed_here = True
         await self._session.close()
 
         def remove(api: Any) -> None:
@@ -468,6 +472,13 @@ class DockerSandbox(Sandbox):
                     raise
 
         await self._engine.call(remove)
+
+
+def _commit(api: Any, cid: str, conf: dict[str, Any], *, tag: str | None = None, pause: bool = True) -> str:
+    """``docker commit`` without a read timeout (a big filesystem takes a while)."""
+    params = {"container": cid, "repo": SNAPSHOT_REPOSITORY if tag else None, "tag": tag, "pause": pause}
+    response = api._post_json(api._url("/commit"), data=conf, params=params, timeout=None)
+    return str(api._result(response, json=True)["Id"])
 
 
 def published_ports(ports: dict[str, Any]) -> dict[int, str]:

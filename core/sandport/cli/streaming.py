@@ -181,6 +181,10 @@ async def stream_command(
     finally:
         with anyio.CancelScope(shield=True):
             await proc.kill()
+            # Read the pipes to EOF so the process's transport is released before the event
+            # loop closes (after a broken pipe or Ctrl-C nothing else would).
+            with anyio.move_on_after(_DRAIN_AFTER_KILL):
+                await proc.wait()
     assert result is not None
     return result
 

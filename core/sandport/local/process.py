@@ -99,6 +99,8 @@ class LocalProcess(Process):
             code = await self._proc.wait()
             self._exit = 128 - code if code < 0 else code
             self._pidfile.unlink(missing_ok=True)
+            with anyio.CancelScope(shield=True):  # release the pipe now, not when collected
+                await self._close_stdin()
         return self._exit
 
     async def _write_stdin(self, data: bytes) -> None:

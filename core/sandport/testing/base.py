@@ -48,20 +48,16 @@ class ConformanceBase:
         return "asyncio"
 
     @pytest.fixture
-    def _provider(self, request: pytest.FixtureRequest) -> Provider:
-        provider = self.make_provider()
-        missing = [c.value for c in required_capabilities(request.function) if c not in provider.capabilities]
-        if missing:
-            pytest.skip(f"{provider.name} lacks capability {', '.join(missing)}")
-        return provider
-
-    @pytest.fixture
-    async def provider(self, _provider: Provider) -> AsyncIterator[Provider]:
+    async def provider(self, request: pytest.FixtureRequest) -> AsyncIterator[Provider]:
         """The provider under test (closed afterwards); checks skip here on a missing capability."""
+        provider = self.make_provider()
         try:
-            yield _provider
+            missing = [c.value for c in required_capabilities(request.function) if c not in provider.capabilities]
+            if missing:
+                pytest.skip(f"{provider.name} lacks capability {', '.join(missing)}")
+            yield provider
         finally:
-            await _provider.aclose()
+            await provider.aclose()
 
     @pytest.fixture
     async def sandboxes(self, provider: Provider) -> AsyncIterator[Sandboxes]:
