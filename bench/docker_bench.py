@@ -205,7 +205,7 @@ class Bench:
                 counter["raw"] += 1
 
             times = await interleave({"sandport upload": ours, "SDK put_archive (prebuilt tar)": sync(raw)}, rounds)
-            check = await sandbox.exec("find /workspace/up/ours-1 -type f | wc -l; find /workspace/up/raw-0 -type f | wc -l")
+            check = await sandbox.exec("for d in ours-1 raw-0; do find /workspace/up/$d -type f | wc -l; done")
             assert check.text.split() == ["1000", "1000"], check.text
             self.row("upload", "upload of a 1,000-file tree", times, "sandport upload",
                      "SDK put_archive (prebuilt tar)", 1.30)  # fmt: skip

@@ -320,6 +320,22 @@ def test_run_ctrl_c_kills_the_command_and_removes_the_sandbox(home: Path) -> Non
     assert not any((home / "local" / "sandboxes").iterdir())
 
 
+def test_run_into_a_closed_pipe_stops_quietly_and_cleans_up(tmp_path: Path) -> None:
+    errors = tmp_path / "stderr.txt"
+    done = subprocess.run(
+        f"{sys.executable} -m sandport.cli run -- yes 2>{errors} </dev/null | head -n 2; echo ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=SLOW,
+        check=False,
+    )
+    assert done.stdout == "y\ny\n141\n"  # 128 + SIGPIPE, as a pipeline's writer gets
+    assert errors.read_text() == ""
+    assert listed_ids("--all") == []
+
+
 def test_run_image_on_local_is_capability_not_supported() -> None:
     result = cli("run", "--image", "python:3.12", "--", "true")
     assert result.exit_code == 5

@@ -1,17 +1,22 @@
 """The Docker provider: sandboxes are hardened containers on a Docker engine.
 
-Each sandbox is one container running ``sleep`` under Docker's init, with:
+Each sandbox is one container whose main process (``sleep``, under Docker's init) only keeps
+it alive; every command is an exec instance. The container gets:
 
 - all Linux capabilities dropped but :data:`~sandport_docker.config.BASE_CAPABILITIES`,
   ``no-new-privileges``, a pids limit (1024 unless ``resources.pids`` says otherwise) and
-  the spec's cpu and memory limits (memory without extra swap);
+  the spec's cpu and memory limits (memory without extra swap); ``disk_mb`` only where the
+  storage driver enforces it, else ``CapabilityNotSupported``;
 - no network at all unless the policy is ``open`` (then Docker's default bridge); a domain
   allowlist cannot be enforced by Docker alone and is refused with ``CapabilityNotSupported``;
 - ``spec.ports`` published on ``127.0.0.1`` (``options.publish_host``) at ports the engine
   picks; ``SandboxInfo.ports`` says where;
-- ``env`` in the container's config, but ``secrets`` only in each exec's environment and
-  in a root-only file on a tmpfs (for ``connect`` from another process): they never appear
-  in ``docker inspect``, in ``docker commit`` snapshots or in image layers;
+- ``env`` in the container's config, but ``secrets`` only in each exec's environment and in
+  a root-only file on a tmpfs (so that ``connect`` from another process finds them): they
+  never appear in ``docker inspect``, in ``docker commit`` snapshots or in image layers;
+- commands run as ``spec.user`` (else the image's ``USER``); the container itself runs as
+  root so that sandport's own helpers keep the few capabilities they need;
+- optionally a read-only root file system, with the workdir and ``/tmp`` on volumes;
 - the ``sandport.*`` labels (owner, creation time, creator, and the spec) that ``list``,
   ``connect`` and ``gc`` use; ``AutoRemove``, so a container that stops (killed from
   outside, lifetime over, engine restarted) leaves nothing behind;

@@ -98,15 +98,25 @@ class DockerSandbox(Sandbox):
         self._terminated = True
         return SandboxGone(NAME, self.id, detail)
 
+    def _missing(self) -> str:
+        """Why the container is not there any more, as far as we can tell."""
+        deadline = self._deadline()
+        if deadline is not None and deadline <= time.monotonic():
+            return f"its lifetime of {self.spec.lifetime:g}s ran out"
+        return (
+            "its container no longer exists (terminated by another process, killed or removed "
+            "from outside, or stopped by an engine restart)"
+        )
+
     async def _call(self, fn: Callable[[Any], T]) -> T:
         """An SDK call about this container: a vanished container becomes ``SandboxGone``."""
         try:
             return await self._engine.call(fn)
         except ContainerGone:
-            raise self._gone("its container no longer exists") from None
+            raise self._gone(self._missing()) from None
         except docker_errors.NotFound as exc:
             if "no such container" in api_error_text(exc).lower():
-                raise self._gone("its container no longer exists") from None
+                raise self._gone(self._missing()) from None
             raise
 
     def _deadline(self) -> float | None:
@@ -120,7 +130,7 @@ class DockerSandbox(Sandbox):
         try:
             data = await self._engine.call(lambda api: api.inspect_container(self.container_id))
         except docker_errors.NotFound:
-            return "its container no longer exists (killed or removed from outside, or its lifetime ran out)"
+            return self._missing()
         state = data.get("State") or {}
         if state.get("Running"):
             return None
@@ -132,7 +142,7 @@ class DockerSandbox(Sandbox):
     def _exec_refused(self, status: int | None, message: str) -> Exception:
         lowered = message.lower()
         if status == 404 or "no such container" in lowered:
-            return self._gone("its container no longer exists")
+            return self._gone(self._missing())
         if "is paused" in lowered:
             return ProviderError(NAME, f"sandbox {self.id} is paused; resume() it before running commands")
         if "not running" in lowered:
@@ -185,6 +195,8 @@ class DockerSandbox(Sandbox):
             if not data.get("Running") and code is not None:
                 break
             if delay >= 0.05 and (problem := await self._state_problem()):
+                if self._removed_here:
+                    return 128 + 9
                 raise self._gone(problem)
             await anyio.sleep(delay)
             delay = min(delay * 2, 0.1)
@@ -196,7 +208,7 @@ class DockerSandbox(Sandbox):
                 if attempt:
                     await anyio.sleep(0.1)
                 problem = await self._state_problem()
-                if problem:
+                if problem and not self._removed_here:
                     raise self._gone(problem)
         return code
 
@@ -215,10 +227,13 @@ class DockerSandbox(Sandbox):
         except (SandboxGone, ProviderError):
             pass
 
-    async def _helper(self, script: str, *args: str) -> HelperResult:
-        """Run a shell script as root in ``/`` in the sandbox's helper session."""
+    def _refuse_if_paused(self) -> None:
         if self._paused:
             raise ProviderError(NAME, f"sandbox {self.id} is paused; resume() it first")
+
+    async def _helper(self, script: str, *args: str) -> HelperResult:
+        """Run a shell script as root in ``/`` in the sandbox's helper session."""
+        self._refuse_if_paused()
         return await self._session.run(script, *args)
 
     async def _start(self, argv: list[str], *, cwd: str, env: dict[str, str], user: str | None) -> DockerProcess:
@@ -279,6 +294,7 @@ class DockerSandbox(Sandbox):
     async def _write_file(self, path: str, data: bytes, *, mode: int | None, parents: bool) -> None:
         """Written under a temporary name next to the target, then renamed over it: readers
         see the old file or the new one, never a part."""
+        self._refuse_if_paused()
         owner = await self._file_owner()
         cid = self.container_id
         temp = f".sandport-{secrets_module.token_hex(6)}.tmp"

