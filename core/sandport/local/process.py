@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Literal
 
 import anyio
-from anyio.abc import ByteReceiveStream
-from anyio.abc import Process as AnyioProcess
 
 from sandport.models import OutputChunk
 from sandport.process import Process
@@ -39,84 +38,99 @@ def descendants(pid: int) -> list[int]:
 
 
 class LocalProcess(Process):
-    """Wraps an anyio subprocess started in its own session (so its group can be killed)."""
+    """A host process started in its own session (so its whole group can be killed).
 
-    def __init__(self, proc: AnyioProcess, *, max_output_bytes: int, deadline: float | None, pidfile: Path) -> None:
+    Pipes are non-blocking and read when the event loop says they are readable; the exit is
+    awaited on a pidfd. Nothing here needs a helper thread per process.
+    """
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], *, max_output_bytes: int, deadline: float | None, pidfile: Path
+    ) -> None:
         super().__init__(max_output_bytes=max_output_bytes, deadline=deadline)
         self._proc = proc
         self._pidfile = pidfile
-        self._open: dict[Literal["stdout", "stderr"], ByteReceiveStream] = {}
-        if proc.stdout is not None:
-            self._open["stdout"] = proc.stdout
-        if proc.stderr is not None:
-            self._open["stderr"] = proc.stderr
+        self._pidfd = os.pidfd_open(proc.pid)
+        self._open: dict[Literal["stdout", "stderr"], int] = {}
+        for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            assert pipe is not None
+            os.set_blocking(pipe.fileno(), False)
+            self._open[name] = pipe.fileno()  # type: ignore[index]
+        self._stdin: int | None = None
+        if proc.stdin is not None:
+            os.set_blocking(proc.stdin.fileno(), False)
+            self._stdin = proc.stdin.fileno()
         self._exit: int | None = None
-        self._carry: OutputChunk | None = None
 
     @property
     def pid(self) -> int:
         return self._proc.pid
 
+    def _try_read(self) -> OutputChunk | None:
+        """Read from whichever pipe has data now; drop pipes at EOF."""
+        for name, fd in list(self._open.items()):
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                continue
+            if data:
+                return OutputChunk(stream=name, data=data)
+            del self._open[name]
+            closing = self._proc.stdout if name == "stdout" else self._proc.stderr
+            assert closing is not None
+            closing.close()
+        return None
+
     async def _read(self) -> OutputChunk | None:
-        # Wait on both pipes at once; the first to deliver wins, the other read is cancelled
-        # before it takes any data (anyio's stream reads are cancellation-safe).
-        if self._carry is not None:
-            carried, self._carry = self._carry, None
-            return carried
         while self._open:
-            got: list[OutputChunk | Literal["stdout", "stderr"]] = []
-
-            async def pull(
-                name: Literal["stdout", "stderr"],
-                stream: ByteReceiveStream,
-                got: list[OutputChunk | Literal["stdout", "stderr"]] = got,
-            ) -> None:
-                try:
-                    data = await stream.receive(_READ_SIZE)
-                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    got.append(name)
-                else:
-                    got.append(OutputChunk(stream=name, data=data))
-                tg.cancel_scope.cancel()
-
-            async with anyio.create_task_group() as tg:
-                for name, stream in self._open.items():
-                    tg.start_soon(pull, name, stream)
-            chunk: OutputChunk | None = None
-            for item in got:
-                if isinstance(item, str):
-                    self._open.pop(item, None)
-                elif chunk is None:
-                    chunk = item
-                else:  # both pipes delivered in the same turn: keep the second for next time
-                    self._carry = item
+            chunk = self._try_read()
             if chunk is not None:
                 return chunk
+            if not self._open:
+                break
+            # Wait until either pipe is readable; waiting consumes nothing, so a cancelled
+            # wait loses no data.
+            async with anyio.create_task_group() as tg:
+                for fd in self._open.values():
+                    tg.start_soon(self._wake_on_readable, fd, tg.cancel_scope)
         return None
+
+    @staticmethod
+    async def _wake_on_readable(fd: int, scope: anyio.CancelScope) -> None:
+        await anyio.wait_readable(fd)
+        scope.cancel()
 
     async def _wait_exit(self) -> int:
         if self._exit is None:
-            code = await self._proc.wait()
+            if self._proc.poll() is None:
+                await anyio.wait_readable(self._pidfd)
+            code = self._proc.wait()
             self._exit = 128 - code if code < 0 else code
             self._pidfile.unlink(missing_ok=True)
-            with anyio.CancelScope(shield=True):  # release the pipe now, not when collected
-                await self._close_stdin()
+            os.close(self._pidfd)
+            await self._close_stdin()  # release the pipe now, not when collected
         return self._exit
 
     async def _write_stdin(self, data: bytes) -> None:
-        if self._proc.stdin is None:
-            raise BrokenPipeError("stdin is closed")
-        try:
-            await self._proc.stdin.send(data)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
-            raise BrokenPipeError("stdin is closed") from exc
+        view = memoryview(data)
+        while view:
+            if self._stdin is None:
+                raise BrokenPipeError("stdin is closed")
+            try:
+                view = view[os.write(self._stdin, view) :]
+            except BlockingIOError:
+                await anyio.wait_writable(self._stdin)
+            except BrokenPipeError:
+                await self._close_stdin()
+                raise
 
     async def _close_stdin(self) -> None:
-        if self._proc.stdin is not None:
-            await self._proc.stdin.aclose()
+        if self._stdin is not None and self._proc.stdin is not None:
+            self._stdin = None
+            self._proc.stdin.close()
 
     async def kill(self) -> None:
-        if self._proc.returncode is not None:
+        if self._exit is not None or self._proc.poll() is not None:
             return
         stray = descendants(self._proc.pid)
         try:
