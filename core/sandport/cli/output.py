@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from collections.abc import Iterable, Mapping
@@ -104,8 +105,6 @@ def _bytes_field(data: bytes) -> dict[str, str]:
     try:
         return {"text": data.decode("utf-8")}
     except UnicodeDecodeError:
-        import base64
-
         return {"text": data.decode("utf-8", "replace"), "base64": base64.b64encode(data).decode()}
 
 
