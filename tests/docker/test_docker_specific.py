@@ -74,7 +74,7 @@ def inspect(sandbox: DockerSandbox) -> dict[str, object]:
     return data
 
 
-def ours(provider_labels: dict[str, str] | None = None) -> set[str]:
+def ours() -> set[str]:
     """Ids of the containers carrying this suite's label."""
     return set(docker_cli("ps", "-aq", "--no-trunc", "--filter", f"label={TEST_LABEL}").split())
 
