@@ -221,7 +221,9 @@ class Provider(ABC):
         return [i for i in found if all(i.labels.get(k) == v for k, v in wanted.items())]
 
     async def restore(self, snapshot: SnapshotRef, **overrides: Any) -> Sandbox:
-        """Create a new sandbox from a snapshot; ``overrides`` replace spec fields.
+        """Create a new sandbox from a snapshot; ``overrides`` replace spec fields, except
+        ``labels``, which are added to the snapshot's own labels. Secrets are not part of a
+        snapshot: pass ``secrets=`` again if the new sandbox needs them.
 
         Raises:
             SandboxNotFound: the snapshot no longer exists.
@@ -242,26 +244,35 @@ class Provider(ABC):
             await self._delete_snapshot(snapshot)
 
     async def gc(
-        self, older_than: timedelta = timedelta(0), *, owner: str | None = None, include_kept: bool = False
+        self,
+        older_than: timedelta = timedelta(0),
+        *,
+        owner: str | None = None,
+        include_kept: bool = False,
+        dry_run: bool = False,
     ) -> builtins.list[str]:
         """Terminate this user's sandboxes that were left behind, and return their ids.
 
         A sandbox is left behind when it is older than ``older_than`` and the process that
         created it is gone (checked when it ran on this host; for other hosts age decides).
-        Sandboxes labelled ``sandport.keep`` are kept unless ``include_kept``.
+        Sandboxes labelled ``sandport.keep`` are kept unless ``include_kept``. With
+        ``dry_run`` nothing is terminated: the ids that would be are returned.
         """
         cutoff = datetime.now(UTC) - older_than
         removed = []
         for info in await self.list({LABEL_OWNER: owner or current_owner()}):
-            if info.created_at > cutoff or _creator_alive(info.labels.get(LABEL_CREATOR, "")):
+            if info.state == "terminated" or info.created_at > cutoff:
+                continue
+            if _creator_alive(info.labels.get(LABEL_CREATOR, "")):
                 continue
             if LABEL_KEEP in info.labels and not include_kept:
                 continue
-            try:
-                sandbox = await self.connect(info.id)
-                await sandbox.terminate()
-            except (SandboxNotFound, SandboxGone):
-                continue
+            if not dry_run:
+                try:
+                    sandbox = await self.connect(info.id)
+                    await sandbox.terminate()
+                except (SandboxNotFound, SandboxGone):
+                    continue
             removed.append(info.id)
         return removed
 
@@ -299,6 +310,18 @@ class Provider(ABC):
 
     async def _delete_snapshot(self, snapshot: SnapshotRef) -> None:
         raise CapabilityNotSupported(self.name, Capability.SNAPSHOT.value)
+
+
+def restored_spec(saved: dict[str, Any], overrides: dict[str, Any], **fixed: Any) -> SandboxSpec:
+    """The spec of a sandbox restored from a snapshot, for adapters' ``_restore``.
+
+    ``saved`` is the snapshotted sandbox's spec as JSON data (without secrets). sandport's
+    own labels are dropped (the new sandbox gets fresh ones), ``overrides`` replace fields
+    but add to ``labels``, and ``fixed`` (say ``image=``) wins over both.
+    """
+    labels = {k: v for k, v in saved.get("labels", {}).items() if not k.startswith("sandport.")}
+    labels.update(overrides.get("labels", {}))
+    return SandboxSpec.model_validate({**saved, **overrides, **fixed, "labels": labels})
 
 
 def _creator_alive(creator: str) -> bool:

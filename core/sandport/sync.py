@@ -256,8 +256,17 @@ class SyncProvider:
     def delete_snapshot(self, snapshot: SnapshotRef) -> None:
         self._portal.call(self.aprovider.delete_snapshot, snapshot)
 
-    def gc(self, older_than: timedelta = timedelta(0), *, include_kept: bool = False) -> builtins.list[str]:
-        removed: builtins.list[str] = self._portal.call(self.aprovider.gc, older_than, include_kept=include_kept)
+    def gc(
+        self,
+        older_than: timedelta = timedelta(0),
+        *,
+        owner: str | None = None,
+        include_kept: bool = False,
+        dry_run: bool = False,
+    ) -> builtins.list[str]:
+        removed: builtins.list[str] = self._portal.call(
+            self.aprovider.gc, older_than, owner=owner, include_kept=include_kept, dry_run=dry_run
+        )
         return removed
 
     def check(self) -> Availability:

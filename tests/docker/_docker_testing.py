@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 
 DEBIAN = "sandport-test/debian:bookworm"
@@ -27,9 +29,11 @@ def bridge_gateway() -> str:
 
 
 def remove_leftovers() -> None:
-    """Remove containers and snapshot images that tests left behind."""
+    """Remove the containers and snapshot images that this test process left behind (and
+    nobody else's: another test run may share the engine)."""
+    mine = f"--filter label={TEST_LABEL} --filter label=sandport.creator={socket.gethostname()}:{os.getpid()}"
     subprocess.run(
-        f"docker ps -aq --filter label={TEST_LABEL} | xargs -r docker rm -f -v >/dev/null 2>&1; "
-        f"docker images -q --filter label={TEST_LABEL} | xargs -r docker rmi -f >/dev/null 2>&1",
+        f"docker ps -aq {mine} | xargs -r docker rm -f -v >/dev/null 2>&1; "
+        f"docker images -q {mine} | xargs -r docker rmi -f >/dev/null 2>&1",
         shell=True, check=False, timeout=300,
     )  # fmt: skip

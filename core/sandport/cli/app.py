@@ -432,10 +432,7 @@ def gc(
         removed: list[dict[str, str]] = []
         async with discovery.usable_providers(provider) as backends:
             for backend in backends:
-                if dry_run:
-                    ids = await discovery.gc_candidates(backend, age, include_kept=include_kept)
-                else:
-                    ids = await backend.gc(age, include_kept=include_kept)
+                ids = await backend.gc(age, include_kept=include_kept, dry_run=dry_run)
                 removed += [{"provider": backend.name, "id": i} for i in ids]
         return removed
 

@@ -6,7 +6,6 @@ import builtins
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 import anyio
 
@@ -14,9 +13,9 @@ import sandport
 from sandport.cli.output import note
 from sandport.hookspecs import ProviderFactory
 from sandport.plugins import KNOWN_PACKAGES, provider_factories
-from sandport.provider import LABEL_CREATOR, LABEL_KEEP, LABEL_OWNER, Provider, _creator_alive, current_owner
+from sandport.provider import Provider
 
-__all__ = ["Installed", "Status", "gc_candidates", "installed", "not_installed", "probe_all", "usable_providers"]
+__all__ = ["Installed", "Status", "installed", "not_installed", "probe_all", "usable_providers"]
 
 #: How long one provider's ``check()`` may take before it is reported unusable.
 CHECK_TIMEOUT = 30.0
@@ -153,22 +152,3 @@ async def usable_providers(explicit: str | None) -> AsyncIterator[builtins.list[
     finally:
         for provider in providers:
             await _close(provider)
-
-
-async def gc_candidates(provider: Provider, older_than: timedelta, *, include_kept: bool) -> builtins.list[str]:
-    """What ``Provider.gc`` would remove, without removing it (for ``gc --dry-run``).
-
-    Mirrors ``Provider.gc``'s selection: this user's sandboxes, older than ``older_than``,
-    whose creating process is gone, not labelled ``sandport.keep`` unless ``include_kept``.
-    """
-    cutoff = datetime.now(UTC) - older_than
-    found = []
-    for info in await provider.list({LABEL_OWNER: current_owner()}):
-        if info.state == "terminated" or info.created_at > cutoff:
-            continue
-        if _creator_alive(info.labels.get(LABEL_CREATOR, "")):
-            continue
-        if LABEL_KEEP in info.labels and not include_kept:
-            continue
-        found.append(info.id)
-    return found

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import BinaryIO
 
 from sandport.local.isolation import Mount
 from sandport.models import FileInfo
@@ -189,21 +190,29 @@ class SandboxFS:
         with self._parent_fd(target) as fd:
             return os.open(target.rel[-1], flags | os.O_NOFOLLOW, mode, dir_fd=fd)
 
-    def read(self, path: str, limit: int) -> bytes:
-        """Read a whole file; raises ``ValueError(size)`` if it is over ``limit`` bytes."""
+    def open_file(self, path: str) -> int:
+        """A read-only fd on the regular file at ``path`` (the caller closes it)."""
         target = self._target(path)
         try:  # O_NONBLOCK: opening a FIFO planted by the sandbox must not wait for a writer
             fd = self._open(target, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             raise type(exc)(exc.errno, exc.strerror, path) from None
-        try:
-            st = os.fstat(fd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
             if stat.S_ISDIR(st.st_mode):
                 raise _err(IsADirectoryError, errno.EISDIR, path)
-            if not stat.S_ISREG(st.st_mode):
-                raise _err(OSError, errno.EINVAL, path, " (not a regular file)")
-            if st.st_size > limit:
-                raise ValueError(st.st_size)
+            raise _err(OSError, errno.EINVAL, path, " (not a regular file)")
+        os.set_blocking(fd, True)
+        return fd
+
+    def read(self, path: str, limit: int) -> bytes:
+        """Read a whole file; raises ``ValueError(size)`` if it is over ``limit`` bytes."""
+        fd = self.open_file(path)
+        try:
+            size = os.fstat(fd).st_size
+            if size > limit:
+                raise ValueError(size)
             chunks = []
             size = 0
             while chunk := os.read(fd, 1 << 20):
@@ -215,8 +224,10 @@ class SandboxFS:
         finally:
             os.close(fd)
 
-    def write(self, path: str, data: bytes, *, mode: int | None, parents: bool) -> None:
-        """Write atomically: a temporary file in the same directory, renamed over the target."""
+    def write(self, path: str, data: bytes | BinaryIO, *, mode: int | None, parents: bool) -> None:
+        """Write atomically: a temporary file in the same directory, renamed over the target.
+
+        ``data`` is bytes, or a binary file object that is copied in chunks."""
         canonical = self.resolve(path)
         parent = posixpath.dirname(canonical)
         if parents:
@@ -241,9 +252,11 @@ class SandboxFS:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
             try:
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    if isinstance(data, bytes):
+                        _write_all(fd, data)
+                    else:
+                        while chunk := data.read(1 << 20):
+                            _write_all(fd, chunk)
                     os.fchmod(fd, bits)
                 finally:
                     os.close(fd)
@@ -310,6 +323,12 @@ class SandboxFS:
                     if exc.errno == errno.ENOTEMPTY:
                         raise _err(IsADirectoryError, errno.EISDIR, path, " (not empty; pass recursive=True)") from None
                     raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _info(path: str, name: str, st: os.stat_result) -> FileInfo:

@@ -22,6 +22,7 @@ import os
 import secrets as secrets_module
 import shutil
 import signal
+import stat
 import subprocess
 import tarfile
 import time
@@ -44,7 +45,7 @@ from sandport.local.fs import SandboxFS
 from sandport.local.isolation import BWRAP_HINT, Mount, bwrap_command, bwrap_problem, system_mounts
 from sandport.local.process import LocalProcess
 from sandport.models import FileInfo, SandboxInfo, SandboxSpec, SnapshotRef
-from sandport.provider import Availability, Provider
+from sandport.provider import Availability, Provider, restored_spec
 from sandport.sandbox import Sandbox
 
 __all__ = ["LocalConfig", "LocalProvider", "LocalSandbox"]
@@ -209,8 +210,7 @@ class LocalProvider(Provider):
         if not archive.is_file() or not meta_file.is_file():
             raise SandboxNotFound(self.name, snapshot.id, what="snapshot")
         spec_data = json.loads(meta_file.read_text())["spec"]
-        labels = {k: v for k, v in spec_data.get("labels", {}).items() if not k.startswith("sandport.")}
-        spec = SandboxSpec.model_validate({**spec_data, "labels": labels, **overrides})
+        spec = restored_spec(spec_data, overrides)
         sandbox = await self.create(spec)
         assert isinstance(sandbox, LocalSandbox)
         try:
@@ -348,6 +348,35 @@ class LocalSandbox(Sandbox):
 
     async def _remove(self, path: str, *, recursive: bool) -> None:
         await self._fs(self.fs.remove, path, recursive=recursive)
+
+    async def _upload(self, source: Path, target: str) -> None:
+        if source.is_symlink() or not source.is_file():
+            await super()._upload(source, target)  # walks directories, calling back here
+            return
+
+        def copy_in() -> None:
+            with source.open("rb") as f:
+                self.fs.write(target, f, mode=stat.S_IMODE(os.fstat(f.fileno()).st_mode), parents=True)
+
+        await self._fs(copy_in)
+
+    async def _download(self, source: str, target: Path) -> None:
+        info = await self._stat(source)
+        if info.is_dir:
+            await super()._download(source, target)  # walks directories, calling back here
+            return
+
+        def copy_out() -> None:  # streamed: no read cap, no whole file in memory
+            fd = self.fs.open_file(source)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with os.fdopen(fd, "rb", closefd=False) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                target.chmod(info.mode & 0o7777)
+            finally:
+                os.close(fd)
+
+        await self._fs(copy_out)
 
     # -- snapshots and lifecycle ---------------------------------------------------------
 
