@@ -78,6 +78,15 @@ def spawn(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "sandport.cli", *args], **kwargs)
 
 
+def spawn_running_command() -> subprocess.Popen[bytes]:
+    """``sandport run`` of a long command, returned once the command has started."""
+    proc = spawn("run", "--", "sh", "-c", "echo ready; sleep 60",
+                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    return proc
+
+
 def as_json(result: Result | subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
@@ -296,19 +305,8 @@ def test_run_terminates_its_sandbox() -> None:
 
 
 def test_run_ctrl_c_kills_the_command_and_removes_the_sandbox(home: Path) -> None:
-    proc = spawn(
-        "run",
-        "--",
-        "sh",
-        "-c",
-        "echo ready; sleep 60",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn_running_command()
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == b"ready\n"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=SLOW)
     finally:
@@ -571,19 +569,8 @@ def test_gc_removes_orphans_but_not_kept_sandboxes() -> None:
 
 
 def test_gc_leaves_sandboxes_of_running_programs_alone() -> None:
-    proc = spawn(
-        "run",
-        "--",
-        "sh",
-        "-c",
-        "echo ready; sleep 60",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn_running_command()
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == b"ready\n"
         assert as_json(cli("gc", "--json"))["removed"] == []
         assert len(listed_ids()) == 1
     finally:
