@@ -11,6 +11,7 @@ starts a fresh one; the result says so with ``restarted=True`` (cwd, env and job
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shlex
 import time
@@ -26,9 +27,71 @@ from sandport.process import TIMEOUT_EXIT_CODE, OutputCollector, Process
 if TYPE_CHECKING:
     from sandport.sandbox import Sandbox
 
-__all__ = ["Shell"]
+__all__ = ["SentinelFraming", "Shell"]
 
 _BOOT = "if command -v bash >/dev/null 2>&1; then exec bash --noprofile --norc; else exec sh; fi"
+
+
+class SentinelFraming:
+    """Frames jobs sent to a long-lived shell: each job is followed by a sentinel line with
+    its exit status on stdout and a matching one on stderr, so a reader knows where each
+    job's output ends on both streams. Output after the last sentinel is held for the next
+    job; the newline printed before each sentinel is not part of the job's output.
+    """
+
+    def __init__(self, name: str = "SANDPORT") -> None:
+        token = secrets.token_hex(8)
+        self._markers = {s: f"__{name}_{token}_{s}__" for s in ("stdout", "stderr")}
+        self._pending = {"stdout": b"", "stderr": b""}
+
+    def job(self, body: str) -> bytes:
+        """``body`` (shell source ending in a newline) followed by the two sentinels."""
+        out, err = self._markers["stdout"], self._markers["stderr"]
+        return f"{body}printf '\\n{out}%d\\n' \"$?\"; printf '\\n{err}\\n' >&2\n".encode()
+
+    def reset(self) -> None:
+        """Forget held-back output (after the shell was replaced)."""
+        self._pending = {"stdout": b"", "stderr": b""}
+
+    async def collect(self, process: Process, collector: OutputCollector) -> int | None:
+        """Read one job's output into ``collector``; return its exit status, or None if the
+        shell ended first (what it printed so far is then in ``collector``)."""
+        code: int | None = None
+        done = {"stdout": False, "stderr": False}
+        while not all(done.values()):
+            chunk = await process._read()
+            if chunk is None:
+                self.flush(collector)
+                return None
+            stream = chunk.stream
+            data = self._pending[stream] + chunk.data
+            marker = b"\n" + self._markers[stream].encode()
+            at = data.find(marker)
+            if at < 0:
+                # Keep back a tail that could be the start of the marker.
+                keep = len(marker) + 16
+                emit, self._pending[stream] = data[:-keep] if len(data) > keep else b"", data[-keep:]
+                if emit:
+                    collector.add(OutputChunk(stream=stream, data=emit))
+                continue
+            collector.add(OutputChunk(stream=stream, data=data[:at]))
+            rest = data[at + len(marker) :]
+            end = rest.find(b"\n")
+            if end < 0:  # the rest of the sentinel line has not arrived yet
+                self._pending[stream] = data[at:]
+                continue
+            if stream == "stdout":
+                code = int(rest[:end] or b"0")
+            self._pending[stream] = rest[end + 1 :]
+            done[stream] = True
+        return code
+
+    def flush(self, collector: OutputCollector) -> None:
+        """Hand the output held back while looking for a sentinel to ``collector``."""
+        for stream, rest in self._pending.items():
+            if rest and not rest.startswith(b"\n" + self._markers[stream].encode()):
+                collector.add(OutputChunk(stream=stream, data=rest))  # type: ignore[arg-type]
+        self.reset()
 
 
 class Shell:
@@ -37,8 +100,7 @@ class Shell:
     def __init__(self, sandbox: Sandbox, process: Process) -> None:
         self._sandbox = sandbox
         self._process = process
-        self._token = secrets.token_hex(8)
-        self._pending = {"stdout": b"", "stderr": b""}
+        self._framing = SentinelFraming()
         self._lock = anyio.Lock()
         self._closed = False
 
@@ -51,9 +113,6 @@ class Shell:
     async def _spawn(sandbox: Sandbox) -> Process:
         env = {**sandbox.spec.env, **sandbox.spec.secret_env()}
         return await sandbox._start(["/bin/sh", "-c", _BOOT], cwd=sandbox.spec.workdir, env=env, user=None)
-
-    def _marker(self, stream: str) -> bytes:
-        return f"__SANDPORT_{self._token}_{stream}__".encode()
 
     async def run(self, command: str, *, timeout: float | None = None) -> ShellResult:
         """Run one command line in the shell and return its own exit code and output.
@@ -78,63 +137,19 @@ class Shell:
         """Send one framed command and read its output; restart the shell if needed."""
         started = time.monotonic()
         collector = OutputCollector(self._sandbox.spec.max_output_bytes)
-        script = (
-            f"eval {shlex.quote(command)} </dev/null\n"
-            f"__sp_rc=$?; printf '\\n{self._marker('stdout').decode()}%d\\n' \"$__sp_rc\"; "
-            f"printf '\\n{self._marker('stderr').decode()}\\n' >&2\n"
-        )
         try:
-            await self._process.write_stdin(script.encode())
+            await self._process.write_stdin(self._framing.job(f"eval {shlex.quote(command)} </dev/null\n"))
         except (BrokenPipeError, ConnectionResetError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             return await self._restart(collector, started, timed_out=False)
         exit_code: int | None = None
         with anyio.move_on_after(timeout) as scope:
-            exit_code = await self._collect(collector)
+            exit_code = await self._framing.collect(self._process, collector)
         if scope.cancelled_caught:
             return await self._restart(collector, started, timed_out=True)
         if exit_code is None:  # the shell exited (say, the command ran `exit`)
             return await self._restart(collector, started, timed_out=False)
         result = collector.result(exit_code, timed_out=False, duration=time.monotonic() - started)
         return ShellResult(**result.model_dump())
-
-    async def _collect(self, collector: OutputCollector) -> int | None:
-        """Read until both sentinels arrive; return the exit code, or None if the shell died."""
-        code: int | None = None
-        done = {"stdout": False, "stderr": False}
-        while not all(done.values()):
-            chunk = await self._process._read()
-            if chunk is None:
-                self._flush(collector)
-                return None
-            stream = chunk.stream
-            data = self._pending[stream] + chunk.data
-            marker = b"\n" + self._marker(stream)
-            at = data.find(marker)
-            if at < 0:
-                # Keep back a tail that could be the start of the marker.
-                keep = len(marker) + 16
-                emit, self._pending[stream] = data[:-keep] if len(data) > keep else b"", data[-keep:]
-                if emit:
-                    collector.add(OutputChunk(stream=stream, data=emit))
-                continue
-            collector.add(OutputChunk(stream=stream, data=data[:at]))
-            rest = data[at + len(marker) :]
-            end = rest.find(b"\n")
-            if end < 0:  # the rest of the sentinel line has not arrived yet
-                self._pending[stream] = data[at:]
-                continue
-            if stream == "stdout":
-                code = int(rest[:end] or b"0")
-            self._pending[stream] = rest[end + 1 :]
-            done[stream] = True
-        return code
-
-    def _flush(self, collector: OutputCollector) -> None:
-        """Hand the output held back while looking for a sentinel to ``collector``."""
-        for stream, rest in self._pending.items():
-            if rest and not rest.startswith(b"\n" + self._marker(stream)):
-                collector.add(OutputChunk(stream=stream, data=rest))  # type: ignore[arg-type]
-        self._pending = {"stdout": b"", "stderr": b""}
 
     async def _restart(self, collector: OutputCollector, started: float, *, timed_out: bool) -> ShellResult:
         """Replace a dead or stuck shell; the result carries the old one's exit status."""
@@ -143,7 +158,7 @@ class Shell:
         exit_code = (await self._process.wait(timeout=5)).exit_code  # also reads its pipes to EOF
         if timed_out:
             exit_code = TIMEOUT_EXIT_CODE
-        self._flush(collector)
+        self._framing.flush(collector)
         try:
             self._process = await self._spawn(self._sandbox)
         except SandboxGone:
@@ -157,7 +172,8 @@ class Shell:
         if not self._closed:
             self._closed = True
             await self._process.kill()
-            await self._process.wait(timeout=5)  # read its pipes to EOF so they close now
+            with contextlib.suppress(SandboxGone):  # nothing left to read from a dead sandbox
+                await self._process.wait(timeout=5)  # read its pipes to EOF so they close now
 
     async def __aenter__(self) -> Shell:
         return self

@@ -10,13 +10,15 @@ output is not capped (it is sandport's own, not the user's) and jobs run as root
 
 from __future__ import annotations
 
-import secrets
 import shlex
+import sys
 from typing import TYPE_CHECKING
 
 import anyio
 
 from sandport.errors import ProviderError
+from sandport.process import OutputCollector
+from sandport.shell import SentinelFraming
 from sandport_docker.engine import NAME
 from sandport_docker.process import DockerProcess
 
@@ -46,11 +48,7 @@ class HelperSession:
         self._sandbox = sandbox
         self._process: DockerProcess | None = None
         self._lock = anyio.Lock()
-        self._token = secrets.token_hex(8)
-        self._pending = {"stdout": b"", "stderr": b""}
-
-    def _marker(self, stream: str) -> bytes:
-        return f"__SANDPORT_HELPER_{self._token}_{stream}__".encode()
+        self._framing = SentinelFraming("SANDPORT_HELPER")
 
     @property
     def started(self) -> bool:
@@ -63,10 +61,9 @@ class HelperSession:
         builtins only (no ``exit``) that must work when the pids limit is exhausted. Such a
         script runs only in a session that is already up.
         """
-        out, err = self._marker("stdout").decode(), self._marker("stderr").decode()
         quoted = " ".join(shlex.quote(a) for a in args)
         body = f"set -- {quoted}\n{script}\n" if inline else f"(set -- {quoted}\n{script}\n) </dev/null\n"
-        job = f"{body}printf '\\n{out}%d\\n' $?; printf '\\n{err}\\n' >&2\n"
+        job = self._framing.job(body)
         async with self._lock:
             for attempt in (1, 2):
                 process = self._process
@@ -76,9 +73,9 @@ class HelperSession:
                     process = self._process = await self._sandbox._spawn(
                         ["/bin/sh"], cwd="/", env={}, user="0", stdin=True
                     )
-                    self._pending = {"stdout": b"", "stderr": b""}
+                    self._framing.reset()
                 try:
-                    await process.write_stdin(job.encode())
+                    await process.write_stdin(job)
                     result = await self._collect(process)
                 except BrokenPipeError:
                     result = None
@@ -99,35 +96,11 @@ class HelperSession:
             raise ProviderError(NAME, f"sandport's helper shell in {self._sandbox.id} keeps dying")
 
     async def _collect(self, process: DockerProcess) -> HelperResult | None:
-        out = {"stdout": bytearray(), "stderr": bytearray()}
-        done = {"stdout": False, "stderr": False}
-        code = 0
-        while not all(done.values()):
-            chunk = await process._read()
-            if chunk is None:
-                return None
-            stream = chunk.stream
-            data = self._pending[stream] + chunk.data
-            marker = b"\n" + self._marker(stream)
-            at = data.find(marker)
-            if at < 0:
-                keep = len(marker) + 16
-                if len(data) > keep:
-                    out[stream] += data[:-keep]
-                    data = data[-keep:]
-                self._pending[stream] = data
-                continue
-            out[stream] += data[:at]
-            rest = data[at + len(marker) :]
-            end = rest.find(b"\n")
-            if end < 0:
-                self._pending[stream] = data[at:]
-                continue
-            if stream == "stdout":
-                code = int(rest[:end] or b"0")
-            self._pending[stream] = rest[end + 1 :]
-            done[stream] = True
-        return HelperResult(code, bytes(out["stdout"]), bytes(out["stderr"]))
+        collector = OutputCollector(sys.maxsize)  # sandport's own output: never capped
+        code = await self._framing.collect(process, collector)
+        if code is None:
+            return None
+        return HelperResult(code, bytes(collector.buffers["stdout"]), bytes(collector.buffers["stderr"]))
 
     async def close(self) -> None:
         process, self._process = self._process, None

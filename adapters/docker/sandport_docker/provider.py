@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from sandport.capabilities import Capability
 from sandport.errors import CapabilityNotSupported, ProviderError, ProviderUnavailable, SandboxGone, SandboxNotFound
 from sandport.models import SandboxInfo, SandboxSpec, SnapshotRef
-from sandport.provider import LABEL_CREATED, LABEL_OWNER, Availability, Provider
+from sandport.provider import LABEL_CREATED, LABEL_OWNER, Availability, Provider, restored_spec
 from sandport_docker import files
 from sandport_docker.config import BASE_CAPABILITIES, DEFAULT_PIDS, DockerConfig
 from sandport_docker.engine import NAME, Engine, api_error_text, docker_errors, docker_module
@@ -306,9 +306,7 @@ class DockerProvider(Provider):
         config_labels = (image.get("Config") or {}).get("Labels") or {}
         if LABEL_SPEC not in config_labels or snapshot.id not in (image.get("RepoTags") or []):
             raise SandboxNotFound(NAME, snapshot.id, what="snapshot")
-        data = json.loads(config_labels[LABEL_SPEC])
-        data["labels"] = {k: v for k, v in data.get("labels", {}).items() if not k.startswith("sandport.")}
-        spec = SandboxSpec.model_validate({**data, "image": snapshot.id, **overrides})
+        spec = restored_spec(json.loads(config_labels[LABEL_SPEC]), overrides, image=snapshot.id)
         sandbox = await self.create(spec)
         assert isinstance(sandbox, DockerSandbox)
         return sandbox
