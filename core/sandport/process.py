@@ -151,6 +151,10 @@ class Process(ABC):
 
         Returns:
             The :class:`ExecResult`; calling ``wait`` again returns the same result.
+
+        Raises:
+            SandboxGone: the sandbox was terminated or died while the command ran (a
+                provider must detect this and raise, never hang or invent an exit code).
         """
         if self._result is not None:
             return self._result
