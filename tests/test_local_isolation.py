@@ -60,10 +60,12 @@ def no_bwrap(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     empty.mkdir()
     monkeypatch.setenv("PATH", f"{empty}:/nonexistent")
     isolation_module.bwrap_problem.cache_clear()
+    isolation_module._bwrap_binary.cache_clear()
     monkeypatch.setattr(provider_module, "_warned_unconfined", False)
     yield
     monkeypatch.undo()
     isolation_module.bwrap_problem.cache_clear()
+    isolation_module._bwrap_binary.cache_clear()
 
 
 def test_without_bwrap_an_isolated_spec_fails_with_the_fix(no_bwrap: None, tmp_path: Path) -> None:

@@ -62,9 +62,14 @@ def system_mounts() -> tuple[Mount, ...]:
 
 
 @functools.cache
+def _bwrap_binary() -> str | None:
+    return shutil.which("bwrap")
+
+
+@functools.cache
 def bwrap_problem() -> str | None:
     """None if bwrap is installed and can create namespaces here, else what is wrong."""
-    binary = shutil.which("bwrap")
+    binary = _bwrap_binary()
     if binary is None:
         return f"bubblewrap (bwrap) is not installed: {BWRAP_HINT}"
     probe = [binary, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]
@@ -84,7 +89,7 @@ def bwrap_problem() -> str | None:
 def bwrap_command(mounts: list[Mount], *, network: bool, cwd: str, argv: list[str]) -> list[str]:
     """The bwrap argv that runs ``argv`` in ``cwd`` inside a view made of ``mounts``."""
     cmd = [
-        shutil.which("bwrap") or "bwrap",
+        _bwrap_binary() or "bwrap",
         "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--cap-drop", "ALL", "--hostname", "sandbox",
         "--proc", "/proc", "--dev", "/dev",
