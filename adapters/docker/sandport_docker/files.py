@@ -166,19 +166,13 @@ def head(api: Any, container: str, path: str) -> PathStat | None:
         return PathStat.from_header(response.headers["X-Docker-Container-Path-Stat"])
     if response.status_code == 404:
         return None
-    # HEAD answers carry no message: ask again with GET to learn what went wrong.
-    response = api._get(_archive_url(api, container), params={"path": path}, stream=True, headers=_IDENTITY)
-    try:
-        api._raise_for_status(response)
-    except docker_errors.APIError as exc:
-        _raise_for(exc, path)
-    finally:
-        response.close()
+    missing_reason(api, container, path)  # HEAD answers carry no message: GET says what went wrong
     raise ProviderError(NAME, f"{path}: the engine answered HEAD with status {response.status_code}")
 
 
 def missing_reason(api: Any, container: str, path: str) -> None:
-    """After a 404: raise ``ContainerGone`` if it was the container that was missing."""
+    """Ask the archive endpoint with GET and raise what it reports (``ContainerGone`` if
+    the container is missing); return quietly if it reports nothing wrong."""
     response = api._get(_archive_url(api, container), params={"path": path}, stream=True, headers=_IDENTITY)
     try:
         api._raise_for_status(response)
