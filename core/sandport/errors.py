@@ -149,21 +149,24 @@ class FileTooLarge(SandportError):
 
 
 class CommandFailed(SandportError):
-    """Raised by ``exec(..., check=True)`` when the command exits non-zero."""
+    """Raised by ``exec(..., check=True)`` when the command exits non-zero.
 
-    def __init__(self, result: ExecResult, command: str) -> None:
+    ``result`` holds the full output; the message shows ``command`` and ``stderr_tail``,
+    which the caller passes with secrets already redacted.
+    """
+
+    def __init__(self, result: ExecResult, command: str, stderr_tail: str = "") -> None:
         self.result = result
         self.command = command
-        tail = result.stderr[-500:].decode("utf-8", "replace").strip()
-        more = f": {tail}" if tail else ""
+        more = f": {stderr_tail}" if stderr_tail else ""
         super().__init__(f"command {command!r} exited with {result.exit_code}{more}")
 
 
 class CommandTimedOut(CommandFailed):
     """Raised by ``exec(..., check=True)`` when the command hit its timeout."""
 
-    def __init__(self, result: ExecResult, command: str) -> None:
-        super().__init__(result, command)
+    def __init__(self, result: ExecResult, command: str, stderr_tail: str = "") -> None:
+        super().__init__(result, command, stderr_tail)
         self.args = (f"command {command!r} timed out after {result.duration:.1f}s",)
 
 

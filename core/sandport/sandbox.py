@@ -161,10 +161,10 @@ class Sandbox(ABC):
         async with self._operation("exec", command=command_text(cmd), cwd=cwd_abs, env=dict(env or {})) as op:
             result = await self._exec(argv, cwd=cwd_abs, env=full_env, stdin=data, timeout=timeout, user=user)
             op.update(exit_code=result.exit_code, timed_out=result.timed_out, truncated=result.truncated)
-        if check and result.timed_out:
-            raise CommandTimedOut(result, self._redactor.text(command_text(cmd)))
-        if check and result.exit_code != 0:
-            raise CommandFailed(result, self._redactor.text(command_text(cmd)))
+        if check and not result.ok:
+            error = CommandTimedOut if result.timed_out else CommandFailed
+            tail = self._redactor.text(result.stderr[-500:].decode("utf-8", "replace").strip())
+            raise error(result, self._redactor.text(command_text(cmd)), tail)
         return result
 
     def _env(self, env: Mapping[str, str] | None) -> dict[str, str]:

@@ -91,12 +91,15 @@ class AuditChecks(ConformanceBase):
             await sandbox.exec(["test", secret, "=", "$SP_API_KEY"], env={"SP_OTHER": secret})
             with pytest.raises(CommandFailed) as failed:
                 await sandbox.exec(f"test {secret} = wrong", check=True)
+            with pytest.raises(CommandFailed) as printed:  # the error quotes stderr: redacted
+                await sandbox.exec('echo "token: $SP_API_KEY" >&2; exit 1', check=True)
             await sandbox.write_file(f"dir-{secret}/file", "x")
             if Capability.SHELL in sandbox.provider.capabilities:
                 async with await sandbox.open_shell() as shell:
                     assert (await shell.run(f'test "$SP_API_KEY" = {secret}')).exit_code == 0
             await sandbox.terminate()
         assert secret not in str(failed.value)
+        assert "token: " in str(printed.value) and secret not in str(printed.value)
         dumped = [e.model_dump_json() for e in rec.events] + [r.model_dump_json() for r in rec.requests]
         assert len(rec.ops(sandbox.id)) >= 5
         leaked = [d for d in dumped if secret in d]
