@@ -1,8 +1,10 @@
-"""Shared set-up for the Docker adapter's tests: skip cleanly without an engine or the test
-images, and remove whatever a test run leaves behind."""
+"""Shared set-up for the Docker adapter's tests: fail loudly without an engine or the test
+images (set SANDPORT_SKIP_DOCKER=1 to skip them on purpose), and remove whatever a test run
+leaves behind."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -30,8 +32,10 @@ def _engine_problem() -> str | None:
 @pytest.fixture(scope="session", autouse=True)
 def _docker_engine() -> Iterator[None]:
     problem = _engine_problem()
+    if problem and os.environ.get("SANDPORT_SKIP_DOCKER") == "1":
+        pytest.skip(f"SANDPORT_SKIP_DOCKER=1: {problem}")
     if problem:
-        pytest.skip(problem)
+        pytest.fail(f"{problem}; or set SANDPORT_SKIP_DOCKER=1 to skip the Docker tests", pytrace=False)
     yield
     remove_leftovers()
 
