@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -45,10 +46,20 @@ class LocalProcess(Process):
     """
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], *, max_output_bytes: int, deadline: float | None, pidfile: Path
+        self,
+        proc: subprocess.Popen[bytes],
+        *,
+        max_output_bytes: int,
+        deadline: float | None,
+        pidfile: Path,
+        check_sandbox: Callable[[], None],
     ) -> None:
+        """``check_sandbox`` raises ``SandboxGone`` if the sandbox was terminated; it is
+        asked once the process has ended, so a kill by ``terminate`` is not taken for an
+        ordinary exit."""
         super().__init__(max_output_bytes=max_output_bytes, deadline=deadline)
         self._proc = proc
+        self._check_sandbox = check_sandbox
         self._pidfile = pidfile
         self._pidfd = os.pidfd_open(proc.pid)
         self._open: dict[Literal["stdout", "stderr"], int] = {}
@@ -109,6 +120,7 @@ class LocalProcess(Process):
             self._pidfile.unlink(missing_ok=True)
             os.close(self._pidfd)
             await self._close_stdin()  # release the pipe now, not when collected
+        self._check_sandbox()
         return self._exit
 
     async def _write_stdin(self, data: bytes) -> None:

@@ -254,10 +254,13 @@ class LocalSandbox(Sandbox):
         age = (datetime.now(UTC) - self._created).total_seconds()
         return time.monotonic() + self.spec.lifetime - age
 
-    def _ensure_alive(self) -> None:
+    def _check_present(self) -> None:
         if not (self.directory / "meta.json").exists():
             self._terminated = True
-            raise SandboxGone(self.provider.name, self.id, "its directory no longer exists")
+            raise SandboxGone(self.provider.name, self.id, "it was terminated")
+
+    def _ensure_alive(self) -> None:
+        self._check_present()
         deadline = self._deadline()
         if deadline is not None and deadline <= time.monotonic():
             self._kill_all()
@@ -304,7 +307,11 @@ class LocalSandbox(Sandbox):
         pidfile = self.directory / "run" / str(proc.pid)
         pidfile.write_text(_starttime(proc.pid) or "")
         return LocalProcess(
-            proc, max_output_bytes=self.spec.max_output_bytes, deadline=self._deadline(), pidfile=pidfile
+            proc,
+            max_output_bytes=self.spec.max_output_bytes,
+            deadline=self._deadline(),
+            pidfile=pidfile,
+            check_sandbox=self._check_present,
         )
 
     def _kill_all(self) -> None:

@@ -74,6 +74,22 @@ class LifecycleChecks(ConformanceBase):
         with pytest.raises((SandboxNotFound, SandboxGone)):
             await sandbox.provider.connect(sandbox.id)
 
+    @requires(Capability.STREAMING)
+    async def test_terminated_during_a_command_is_gone(self, sandbox: Sandbox) -> None:
+        """A command whose sandbox is terminated under it ends with SandboxGone, not a hang
+        or an invented exit code."""
+        process = await sandbox.start(["sh", "-c", "echo started; sleep 300"])
+        async for chunk in process:
+            assert chunk.data.startswith(b"started")
+            break
+        other = self.make_provider()
+        try:
+            await (await other.connect(sandbox.id)).terminate()
+        finally:
+            await other.aclose()
+        with anyio.fail_after(self.slack), pytest.raises(SandboxGone):
+            await process.wait()
+
     async def test_connect_by_id_from_another_instance(self, sandboxes: Sandboxes) -> None:
         sandbox = await sandboxes.create(env={"SP_ENV": "e"}, secrets={"SP_SECRET": "s"}, labels={"sp-c": "1"})
         await sandbox.write_file("shared.txt", "from the first instance")
