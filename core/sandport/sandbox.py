@@ -353,7 +353,11 @@ class Sandbox(ABC):
             return ref
 
     async def pause(self) -> None:
-        """Freeze every process in the sandbox until ``resume()``."""
+        """Freeze every process in the sandbox until ``resume()``.
+
+        While paused, ``info().state`` is ``paused`` and starting a command raises
+        ``ProviderError`` (resume first); processes already started stay frozen.
+        """
         self._require(Capability.PAUSE)
         async with self._operation("pause"):
             await self._pause()

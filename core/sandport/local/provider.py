@@ -16,6 +16,7 @@ files live on between commands, processes do not (use ``open_shell`` for a long-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,13 +38,14 @@ from pydantic import BaseModel, ConfigDict
 from sandport.capabilities import Capability
 from sandport.errors import (
     FileTooLarge,
+    ProviderError,
     ProviderUnavailable,
     SandboxGone,
     SandboxNotFound,
 )
 from sandport.local.fs import SandboxFS
 from sandport.local.isolation import BWRAP_HINT, Mount, bwrap_command, bwrap_problem, system_mounts
-from sandport.local.process import LocalProcess
+from sandport.local.process import LocalProcess, descendants
 from sandport.models import FileInfo, SandboxInfo, SandboxSpec, SnapshotRef
 from sandport.provider import Availability, Provider, restored_spec
 from sandport.sandbox import Sandbox
@@ -109,7 +111,7 @@ class LocalProvider(Provider):
     name = "local"
     capabilities = frozenset({
         Capability.STREAMING, Capability.STDIN, Capability.SHELL, Capability.SNAPSHOT,
-        Capability.NETWORK_NONE, Capability.NETWORK_OPEN, Capability.LIFETIME,
+        Capability.NETWORK_NONE, Capability.NETWORK_OPEN, Capability.LIFETIME, Capability.PAUSE,
     })  # fmt: skip
     Config = LocalConfig
 
@@ -280,6 +282,8 @@ class LocalSandbox(Sandbox):
 
     async def _start(self, argv: list[str], *, cwd: str, env: dict[str, str], user: str | None) -> LocalProcess:
         self._ensure_alive()
+        if self._pause_marker.exists():
+            raise ProviderError(self.provider.name, f"sandbox {self.id} is paused; resume() it first")
         unconfined = self.isolation == "none"
         home = self._host_path(self.spec.workdir) if unconfined else self.spec.workdir
         full_env = {"PATH": _BASE_PATH, "HOME": home, "TMPDIR": "/tmp" if not unconfined else self._host_path("/tmp"),
@@ -314,17 +318,48 @@ class LocalSandbox(Sandbox):
             check_sandbox=self._check_present,
         )
 
-    def _kill_all(self) -> None:
-        """Kill every process group this sandbox started, from any process (via run/)."""
+    def _running(self) -> list[int]:
+        """Process groups this sandbox started and that still run, from any process (run/)."""
         run = self.directory / "run"
+        alive = []
         for pidfile in run.glob("*") if run.is_dir() else []:
             pid = int(pidfile.name)
-            if _starttime(pid) == pidfile.read_text() and _starttime(pid) is not None:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            pidfile.unlink(missing_ok=True)
+            started = _starttime(pid)
+            if started is not None and started == pidfile.read_text():
+                alive.append(pid)
+            else:  # exited, and perhaps its pid reused: not ours any more
+                pidfile.unlink(missing_ok=True)
+        return alive
+
+    def _kill_all(self) -> None:
+        """Kill every process group this sandbox started."""
+        for pid in self._running():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            (self.directory / "run" / str(pid)).unlink(missing_ok=True)
+
+    def _signal_trees(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to every process of the sandbox, including ones that left their
+        process group; swept twice so that a child forked during the first sweep is caught."""
+        for _ in range(2):
+            for pid in self._running():
+                for member in (pid, *descendants(pid)):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(member, sig)
+
+    @property
+    def _pause_marker(self) -> Path:
+        return self.directory / "paused"
+
+    async def _pause(self) -> None:
+        self._ensure_alive()
+        self._pause_marker.touch()
+        await anyio.to_thread.run_sync(self._signal_trees, signal.SIGSTOP)
+
+    async def _resume(self) -> None:
+        self._ensure_alive()
+        await anyio.to_thread.run_sync(self._signal_trees, signal.SIGCONT)
+        self._pause_marker.unlink(missing_ok=True)
 
     # -- files ---------------------------------------------------------------------------
 
@@ -418,7 +453,7 @@ class LocalSandbox(Sandbox):
         return SandboxInfo(
             id=self.id,
             provider=self.provider.name,
-            state="terminated" if self._terminated else "running",
+            state="terminated" if self._terminated else "paused" if self._pause_marker.exists() else "running",
             created_at=self._created,
             labels=self.spec.labels,
             workdir=self.spec.workdir,

@@ -10,7 +10,8 @@ import pytest
 
 from sandport.capabilities import Capability
 from sandport.errors import CapabilityNotSupported
-from sandport.models import Resources
+from sandport.models import OutputChunk, Resources
+from sandport.process import Process
 from sandport.sandbox import Sandbox
 from sandport.sync import SyncProvider
 from sandport.testing._support import Sandboxes, requires
@@ -35,6 +36,13 @@ SPEC_FIELDS: dict[Capability, dict[str, Any]] = {
     Capability.NETWORK_OPEN: {"network": "open"},
     Capability.IMAGES: {"image": "sandport-conformance:nonexistent"},
 }
+
+
+async def _next_chunk(process: Process, timeout: float) -> OutputChunk | None:
+    """The next output chunk, or None if none arrives within ``timeout`` seconds."""
+    with anyio.move_on_after(timeout):
+        return await anext(aiter(process))
+    return None
 
 
 class CapabilityChecks(ConformanceBase):
@@ -65,6 +73,22 @@ class CapabilityChecks(ConformanceBase):
             await provider.create(**sandboxes.fields(**SPEC_FIELDS[capability]))
         assert error.value.capability == capability.value
         assert {i.id for i in await provider.list()} == before, "a refused create left a sandbox behind"
+
+    @requires(Capability.PAUSE, Capability.STREAMING)
+    async def test_pause_freezes_running_processes(self, sandbox: Sandbox) -> None:
+        process = await sandbox.start(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done"])
+        try:
+            assert await _next_chunk(process, self.slack) is not None, "the counter never printed"
+            await sandbox.pause()
+            assert (await sandbox.info()).state == "paused"
+            for _ in range(100):  # let output already in flight arrive
+                if await _next_chunk(process, 0.5) is None:
+                    break
+            assert await _next_chunk(process, 1.5) is None, "a paused sandbox kept running"
+            await sandbox.resume()
+            assert await _next_chunk(process, self.slack) is not None, "resume() did not wake the process"
+        finally:
+            await process.kill()
 
     @requires(Capability.PAUSE)
     async def test_pause_resume(self, sandbox: Sandbox) -> None:
