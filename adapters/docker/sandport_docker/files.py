@@ -170,14 +170,20 @@ def head(api: Any, container: str, path: str) -> PathStat | None:
     raise ProviderError(NAME, f"{path}: the engine answered HEAD with status {response.status_code}")
 
 
+def _check(api: Any, response: Any, path: str) -> None:
+    """Raise the error an archive-endpoint response reports about ``path``, if any."""
+    try:
+        api._raise_for_status(response)
+    except docker_errors.APIError as exc:
+        _raise_for(exc, path)
+
+
 def missing_reason(api: Any, container: str, path: str) -> None:
     """Ask the archive endpoint with GET and raise what it reports (``ContainerGone`` if
     the container is missing); return quietly if it reports nothing wrong."""
     response = api._get(_archive_url(api, container), params={"path": path}, stream=True, headers=_IDENTITY)
     try:
-        api._raise_for_status(response)
-    except docker_errors.APIError as exc:
-        _raise_for(exc, path)
+        _check(api, response, path)
     finally:
         response.close()
 
@@ -200,10 +206,7 @@ def get_file(api: Any, container: str, path: str, limit: int) -> bytes:
     for _ in range(_MAX_LINKS):
         response = api._get(_archive_url(api, container), params={"path": current}, stream=True, headers=_IDENTITY)
         try:
-            try:
-                api._raise_for_status(response)
-            except docker_errors.APIError as exc:
-                _raise_for(exc, path)
+            _check(api, response, path)
             found = PathStat.from_header(response.headers["X-Docker-Container-Path-Stat"])
             if found.link_target:
                 current = found.link_target
@@ -260,9 +263,7 @@ def put(api: Any, container: str, directory: str, data: bytes | Iterator[bytes])
     engine answers only once it has unpacked everything, however long that takes."""
     response = api._put(_archive_url(api, container), params={"path": directory}, data=data, timeout=None)
     try:
-        api._raise_for_status(response)
-    except docker_errors.APIError as exc:
-        _raise_for(exc, directory)
+        _check(api, response, directory)
     finally:
         response.close()
 
