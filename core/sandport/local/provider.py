@@ -265,8 +265,7 @@ class LocalSandbox(Sandbox):
         self._check_present()
         deadline = self._deadline()
         if deadline is not None and deadline <= time.monotonic():
-            self._kill_all()
-            shutil.rmtree(self.directory, ignore_errors=True)
+            self._teardown()
             self._terminated = True
             raise SandboxGone(self.provider.name, self.id, f"its lifetime of {self.spec.lifetime:g}s ran out")
 
@@ -409,14 +408,10 @@ class LocalSandbox(Sandbox):
             return
 
         def copy_out() -> None:  # streamed: no read cap, no whole file in memory
-            fd = self.fs.open_file(source)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with os.fdopen(fd, "rb", closefd=False) as src, target.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                target.chmod(info.mode & 0o7777)
-            finally:
-                os.close(fd)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with os.fdopen(self.fs.open_file(source), "rb") as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            target.chmod(info.mode & 0o7777)
 
         await self._fs(copy_out)
 
@@ -466,11 +461,11 @@ class LocalSandbox(Sandbox):
             self._terminated = True
         return self._describe()
 
-    async def _terminate(self) -> None:
-        def teardown() -> None:
-            self._kill_all()
-            # meta.json goes first so that other processes see the sandbox as gone at once.
-            (self.directory / "meta.json").unlink(missing_ok=True)
-            shutil.rmtree(self.directory, ignore_errors=True)
+    def _teardown(self) -> None:
+        self._kill_all()
+        # meta.json goes first so that other processes see the sandbox as gone at once.
+        (self.directory / "meta.json").unlink(missing_ok=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
-        await anyio.to_thread.run_sync(teardown)
+    async def _terminate(self) -> None:
+        await anyio.to_thread.run_sync(self._teardown)
