@@ -42,6 +42,8 @@ class SentinelFraming:
     def __init__(self, name: str = "SANDPORT") -> None:
         token = secrets.token_hex(8)
         self._markers = {s: f"__{name}_{token}_{s}__" for s in ("stdout", "stderr")}
+        # What a reader looks for: the newline printed before each sentinel, then the sentinel.
+        self._needles = {s: b"\n" + m.encode() for s, m in self._markers.items()}
         self._pending = {"stdout": b"", "stderr": b""}
 
     def job(self, body: str) -> bytes:
@@ -65,7 +67,7 @@ class SentinelFraming:
                 return None
             stream = chunk.stream
             data = self._pending[stream] + chunk.data
-            marker = b"\n" + self._markers[stream].encode()
+            marker = self._needles[stream]
             at = data.find(marker)
             if at < 0:
                 # Keep back a tail that could be the start of the marker.
@@ -89,7 +91,7 @@ class SentinelFraming:
     def flush(self, collector: OutputCollector) -> None:
         """Hand the output held back while looking for a sentinel to ``collector``."""
         for stream, rest in self._pending.items():
-            if rest and not rest.startswith(b"\n" + self._markers[stream].encode()):
+            if rest and not rest.startswith(self._needles[stream]):
                 collector.add(OutputChunk(stream=stream, data=rest))  # type: ignore[arg-type]
         self.reset()
 
