@@ -60,9 +60,6 @@ class _SandboxPortal:
             self._sandbox._check_alive()
         return self._portal.call(fn, *args, **kwargs)
 
-    def close(self) -> None:
-        self._portal.close()
-
 
 class SyncProcess:
     """Blocking twin of :class:`~sandport.process.Process`."""
@@ -117,9 +114,8 @@ class SyncShell:
 class SyncSandbox:
     """Blocking twin of :class:`~sandport.sandbox.Sandbox`; same arguments and errors."""
 
-    def __init__(self, portal: _Portal, sandbox: Sandbox, *, owns_portal: bool = False) -> None:
+    def __init__(self, portal: _Portal, sandbox: Sandbox) -> None:
         self._portal = _SandboxPortal(portal, sandbox)
-        self._owns_portal = owns_portal
         self.asandbox = sandbox
 
     @property
@@ -206,12 +202,8 @@ class SyncSandbox:
             self._portal.call(self.asandbox.terminate)
 
     def close(self) -> None:
-        """Terminate the sandbox and stop the helper thread if this object owns it."""
-        try:
-            self.terminate()
-        finally:
-            if self._owns_portal:
-                self._portal.close()
+        """Terminate the sandbox (the provider's helper thread lives on)."""
+        self.terminate()
 
     def __enter__(self) -> SyncSandbox:
         return self
