@@ -12,7 +12,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -60,17 +61,30 @@ class AuditEvent(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+def _spellings(secret: str) -> set[str]:
+    """A secret as it may appear in text: raw, inside shell single quotes (where each ``'``
+    becomes ``'"'"'``) and inside a JSON string."""
+    return {secret, secret.replace("'", "'\"'\"'"), json.dumps(secret)[1:-1]}
+
+
 class Redactor:
     """Replaces known secret values (and values of secret-looking env names) in data."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first, so a secret containing another is replaced whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = sorted({form for s in secrets if s for form in _spellings(s)}, key=len, reverse=True)
 
     def text(self, value: str) -> str:
         for secret in self._secrets:
             value = value.replace(secret, REDACTED)
         return value
+
+    def command(self, cmd: str | Sequence[str]) -> str:
+        """Render a command for logs and errors: a string as is, an argv shell-quoted, with
+        each argument redacted *before* quoting (quoting could split a secret apart)."""
+        if isinstance(cmd, str):
+            return self.text(cmd)
+        return shlex.join(self.text(str(arg)) for arg in cmd)
 
     def env(self, env: Mapping[str, str]) -> dict[str, str]:
         return {k: REDACTED if _SECRET_NAME.search(k) else self.text(v) for k, v in env.items()}

@@ -6,8 +6,6 @@ fields, so a typo fails loudly with the field's name. Results are frozen.
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -24,7 +22,6 @@ __all__ = [
     "SandboxSpec",
     "ShellResult",
     "SnapshotRef",
-    "command_text",
 ]
 
 DEFAULT_WORKDIR = "/workspace"
@@ -33,11 +30,6 @@ MiB = 1024 * 1024
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def command_text(cmd: str | Sequence[str]) -> str:
-    """Render a command for logs and errors: a string as is, an argv shell-quoted."""
-    return cmd if isinstance(cmd, str) else shlex.join(cmd)
 
 
 class _Input(BaseModel):

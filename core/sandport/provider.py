@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pluggy
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from sandport.audit import AuditEvent, PolicyRequest, Redactor
 from sandport.capabilities import Capability
@@ -108,6 +108,7 @@ class Provider(ABC):
         started = time.monotonic()
         for reason in hook.sandport_check_policy(request=request):
             if reason:
+                reason = redactor.text(reason)
                 self._emit(
                     AuditEvent(
                         operation=operation,
@@ -125,7 +126,7 @@ class Provider(ABC):
         try:
             yield extra
         except PolicyDenied as exc:
-            outcome, error = "denied", str(exc)
+            outcome, error = "denied", redactor.text(str(exc))
             raise
         except BaseException as exc:
             outcome, error = "error", redactor.text(f"{type(exc).__name__}: {exc}")
@@ -232,7 +233,11 @@ class Provider(ABC):
         self._require(Capability.SNAPSHOT)
         if snapshot.provider != self.name:
             raise CapabilityNotSupported(self.name, "restore", f"snapshot belongs to provider {snapshot.provider!r}")
-        async with self._audited("restore", None, {"snapshot_id": snapshot.id, **overrides}, Redactor()) as op:
+        redactor = Redactor(_secret_values(overrides.get("secrets")))
+        details = redactor.value({k: v for k, v in overrides.items() if k != "secrets"})
+        if "secrets" in overrides:
+            details["secrets"] = sorted(overrides["secrets"] or {})
+        async with self._audited("restore", None, {"snapshot_id": snapshot.id, **details}, redactor) as op:
             sandbox = await self._restore(snapshot, overrides)
             op["sandbox_id"] = sandbox.id
             return sandbox
@@ -322,6 +327,13 @@ def restored_spec(saved: dict[str, Any], overrides: dict[str, Any], **fixed: Any
     labels = {k: v for k, v in saved.get("labels", {}).items() if not k.startswith("sandport.")}
     labels.update(overrides.get("labels", {}))
     return SandboxSpec.model_validate({**saved, **overrides, **fixed, "labels": labels})
+
+
+def _secret_values(secrets: Any) -> builtins.list[str]:
+    """The plain values of a ``secrets=`` override (str or ``SecretStr`` values)."""
+    if not isinstance(secrets, dict):
+        return []
+    return [v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in secrets.values()]
 
 
 def _creator_alive(creator: str) -> bool:

@@ -35,7 +35,7 @@ from sandport.errors import (
     ProviderError,
     SandboxGone,
 )
-from sandport.models import ExecResult, FileInfo, SandboxInfo, SandboxSpec, SnapshotRef, command_text
+from sandport.models import ExecResult, FileInfo, SandboxInfo, SandboxSpec, SnapshotRef
 from sandport.process import Process
 
 if TYPE_CHECKING:
@@ -158,13 +158,13 @@ class Sandbox(ABC):
         data = stdin.encode() if isinstance(stdin, str) else stdin
         cwd_abs = self._abs(cwd) if cwd is not None else self.spec.workdir
         full_env = self._env(env)
-        async with self._operation("exec", command=command_text(cmd), cwd=cwd_abs, env=dict(env or {})) as op:
+        async with self._operation("exec", command=self._redactor.command(cmd), cwd=cwd_abs, env=dict(env or {})) as op:
             result = await self._exec(argv, cwd=cwd_abs, env=full_env, stdin=data, timeout=timeout, user=user)
             op.update(exit_code=result.exit_code, timed_out=result.timed_out, truncated=result.truncated)
         if check and not result.ok:
             error = CommandTimedOut if result.timed_out else CommandFailed
             tail = self._redactor.text(result.stderr[-500:].decode("utf-8", "replace").strip())
-            raise error(result, self._redactor.text(command_text(cmd)), tail)
+            raise error(result, self._redactor.command(cmd), tail)
         return result
 
     def _env(self, env: Mapping[str, str] | None) -> dict[str, str]:
@@ -198,7 +198,7 @@ class Sandbox(ABC):
             self._require(Capability.USER)
         cwd_abs = self._abs(cwd) if cwd is not None else self.spec.workdir
         full_env = self._env(env)
-        async with self._operation("start", command=command_text(cmd), cwd=cwd_abs, env=dict(env or {})):
+        async with self._operation("start", command=self._redactor.command(cmd), cwd=cwd_abs, env=dict(env or {})):
             return await self._start(argv, cwd=cwd_abs, env=full_env, user=user)
 
     async def open_shell(self) -> Shell:
