@@ -21,6 +21,7 @@ class TestLocalConformance(ProviderConformance):
     @pytest.fixture(autouse=True)
     def _root(self, tmp_path_factory: pytest.TempPathFactory) -> None:
         self.root = tmp_path_factory.mktemp("local-provider")
+        self.root.chmod(0o711)  # traversable by the sandbox user when the tests run as root
 
     def make_provider(self) -> Provider:
         return LocalProvider(root=self.root)

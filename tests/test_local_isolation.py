@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,18 +53,26 @@ def test_open_network_shares_host_network(provider: sandport.SyncProvider) -> No
         assert int(count) == sum(1 for line in Path("/proc/net/dev").read_text().splitlines() if ":" in line)
 
 
+def _fake_bwrap_path(monkeypatch: pytest.MonkeyPatch, directory: Path, script: str | None) -> None:
+    """Put ``directory`` (holding a ``bwrap`` shell script, or nothing) first on PATH and
+    forget what this process knew about bwrap."""
+    directory.mkdir()
+    if script is not None:
+        fake = directory / "bwrap"
+        fake.write_text(script)
+        fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(directory) if script is None else f"{directory}:/usr/bin:/bin")
+    monkeypatch.setattr(isolation_module, "_bwrap_ok", False)
+    isolation_module._bwrap_binary.cache_clear()
+
+
 @pytest.fixture
 def no_bwrap(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Make this process believe bwrap is not installed."""
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", f"{empty}:/nonexistent")
-    isolation_module.bwrap_problem.cache_clear()
-    isolation_module._bwrap_binary.cache_clear()
+    _fake_bwrap_path(monkeypatch, tmp_path / "empty-bin", None)
     monkeypatch.setattr(provider_module, "_warned_unconfined", False)
     yield
     monkeypatch.undo()
-    isolation_module.bwrap_problem.cache_clear()
     isolation_module._bwrap_binary.cache_clear()
 
 
@@ -82,14 +90,25 @@ def test_without_bwrap_an_isolated_spec_fails_with_the_fix(no_bwrap: None, tmp_p
         provider.close()
 
 
-def test_without_bwrap_open_network_runs_unconfined_and_says_so(no_bwrap: None, tmp_path: Path) -> None:
+def test_without_bwrap_open_network_is_refused_not_run_unconfined(no_bwrap: None, tmp_path: Path) -> None:
+    """The attack of issue 12 item 3: a failing bwrap check must never turn into a sandbox
+    with isolation 'none' (and a host secret read through it)."""
+    provider = sandport.SyncProvider(LocalProvider(root=tmp_path / "root"))
+    try:
+        with pytest.raises(ProviderUnavailable, match="bubblewrap"):
+            provider.create(network="open")
+        assert provider.list() == []
+    finally:
+        provider.close()
+
+
+def test_explicit_opt_out_runs_unconfined_and_says_so(no_bwrap: None, tmp_path: Path) -> None:
     provider = sandport.SyncProvider(LocalProvider(root=tmp_path / "root"))
     try:
         with pytest.warns(UserWarning, match="UNCONFINED"):
-            sb = provider.create(network="open")
+            sb = provider.create(network="open", options={"isolation": "none"})
         with sb:
             assert sb.info().isolation == "none"
-            os.environ["PATH"] = "/usr/bin:/bin"  # the command needs a shell to run
             sb.write_file("x.txt", "data")
             assert sb.exec(["cat", "x.txt"]).text == "data"
             assert sb.exec(["no-such-program"]).exit_code == 127
@@ -97,10 +116,36 @@ def test_without_bwrap_open_network_runs_unconfined_and_says_so(no_bwrap: None, 
         provider.close()
 
 
+def test_a_flaky_bwrap_probe_is_retried_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """bwrap that fails its first run (as it can while Docker remounts resolv.conf) is
+    probed again, and a bwrap that keeps failing is reported, never skipped."""
+    real = shutil.which("bwrap")
+    assert real is not None
+    marker = tmp_path / "failed-once"
+    _fake_bwrap_path(
+        monkeypatch,
+        tmp_path / "bin",
+        f"""#!/bin/sh
+if [ ! -e {marker} ]; then : > {marker}; echo "bwrap: Can't mount resolv.conf" >&2; exit 1; fi
+exec {real} "$@"
+""",
+    )
+    (tmp_path / "bin").chmod(0o755)
+    marker.parent.chmod(0o777)  # the probe runs as the sandbox user when the tests run as root
+    assert isolation_module.bwrap_problem() is None
+    assert marker.exists()
+
+    _fake_bwrap_path(monkeypatch, tmp_path / "broken", "#!/bin/sh\necho 'bwrap: nope' >&2\nexit 1\n")
+    problem = isolation_module.bwrap_problem()
+    assert problem is not None and "bwrap: nope" in problem
+    monkeypatch.undo()
+    isolation_module._bwrap_binary.cache_clear()
+
+
 def test_explicit_opt_out_still_refuses_network_none(tmp_path: Path) -> None:
     provider = sandport.SyncProvider(LocalProvider(root=tmp_path / "root"))
     try:
-        with pytest.raises(ProviderUnavailable, match="network mode 'none' needs isolation"):
+        with pytest.raises(ProviderUnavailable, match="network mode 'none' cannot be enforced with isolation='none'"):
             provider.create(options={"isolation": "none"})
     finally:
         provider.close()

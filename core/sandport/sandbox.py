@@ -18,8 +18,8 @@ import os
 import posixpath
 import stat as stat_module
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,28 @@ __all__ = ["Command", "Sandbox"]
 
 Command = str | Sequence[str]
 _CHUNK = 1024 * 1024
+# What writing to a command's stdin raises once the command stopped reading.
+_STDIN_CLOSED = (BrokenPipeError, ConnectionResetError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+
+@contextmanager
+def _lone_error_unwrapped() -> Iterator[None]:
+    """Re-raise a task group's single error as itself (not an ``ExceptionGroup``), so that
+    callers can write ``except SandboxGone``."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
 
 
 def _argv(cmd: Command) -> list[str]:
@@ -411,20 +433,21 @@ class Sandbox(ABC):
         """Run to completion. The default uses ``_start``: it feeds stdin while collecting
         output and waits with the timeout. Override for a faster native path."""
         proc = await self._start(argv, cwd=cwd, env=env, user=user)
-        async with anyio.create_task_group() as tg:
+        with _lone_error_unwrapped():
+            async with anyio.create_task_group() as tg:
 
-            async def feed() -> None:
-                try:
-                    for i in range(0, len(stdin or b""), _CHUNK):
-                        await proc.write_stdin((stdin or b"")[i : i + _CHUNK])
-                except (BrokenPipeError, ConnectionResetError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    pass  # the command exited without reading all of it, as `cmd < file` can
-                finally:
-                    await proc.close_stdin()
+                async def feed() -> None:
+                    try:
+                        for i in range(0, len(stdin or b""), _CHUNK):
+                            await proc.write_stdin((stdin or b"")[i : i + _CHUNK])
+                    except _STDIN_CLOSED:
+                        pass  # the command exited without reading all of it, as `cmd < file` can
+                    finally:
+                        await proc.close_stdin()
 
-            tg.start_soon(feed)
-            result = await proc.wait(timeout)
-            tg.cancel_scope.cancel()
+                tg.start_soon(feed)
+                result = await proc.wait(timeout)
+                tg.cancel_scope.cancel()
         return result
 
     async def _open_shell(self) -> Shell:

@@ -5,6 +5,13 @@ sandbox's own root, following symlinks (including ones a sandboxed command creat
 ``evil -> /etc`` or ``up -> ../../..``) within the sandbox's view, never the host's. The
 result is opened component by component with ``O_NOFOLLOW`` from the mount's directory, so a
 symlink swapped in by a concurrent command fails the operation instead of escaping.
+
+Operations act with the sandbox user's rights. When sandport runs as root it is not the
+sandbox user (see :func:`sandport.local.isolation.sandbox_user`), so the permission bits are
+checked here as the kernel would check them for that user (who has no capabilities): reading
+needs ``r``, replacing a file needs ``w`` on it, creating or removing an entry needs ``w`` and
+``x`` on its directory, and every directory on the way needs ``x``. What sandport creates
+belongs to the sandbox user.
 """
 
 from __future__ import annotations
@@ -22,12 +29,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from sandport.local.isolation import Mount
+from sandport.local.isolation import Mount, SandboxUser
 from sandport.models import FileInfo
 
 __all__ = ["SandboxFS"]
 
 _MAX_LINKS = 40
+_R, _W, _X = 4, 2, 1
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
@@ -51,8 +59,49 @@ class _Target:
 class SandboxFS:
     """The sandbox's filesystem view, built from :class:`Mount` entries."""
 
-    def __init__(self, mounts: list[Mount]) -> None:
+    def __init__(self, mounts: list[Mount], user: SandboxUser | None = None) -> None:
+        """``user``: the sandbox's host user; its rights are enforced here when the calling
+        process is someone else (``user.drop``)."""
         self._mounts = {m.path: m for m in mounts}
+        self._user = user if user is not None and user.drop else None
+
+    # -- rights --------------------------------------------------------------------------
+
+    def _allowed(self, st: os.stat_result, want: int) -> bool:
+        user = self._user
+        if user is None:
+            return True
+        if st.st_uid == user.uid:
+            bits = st.st_mode >> 6
+        elif st.st_gid == user.gid:
+            bits = st.st_mode >> 3
+        else:
+            bits = st.st_mode
+        return bits & want == want
+
+    def _require(self, st: os.stat_result, want: int, path: str) -> None:
+        if not self._allowed(st, want):
+            raise _err(PermissionError, errno.EACCES, path)
+
+    def _may_change_entry(self, dir_fd: int, name: str, path: str, *, entry: os.stat_result | None) -> None:
+        """Raise PermissionError unless the sandbox user may create, replace or remove
+        ``name`` in the directory ``dir_fd`` (``w`` and ``x`` on it; with the sticky bit
+        set, only its own entries)."""
+        if self._user is None:
+            return
+        parent = os.fstat(dir_fd)
+        self._require(parent, _W | _X, path)
+        if entry is not None and parent.st_mode & stat.S_ISVTX and self._user.uid not in (entry.st_uid, parent.st_uid):
+            raise _err(PermissionError, errno.EPERM, path, " (sticky directory)")
+
+    def _give(self, fd: int | None = None, *, name: str = "", dir_fd: int | None = None) -> None:
+        """Make a file sandport just created belong to the sandbox user."""
+        if self._user is None:
+            return
+        if fd is not None:
+            os.fchown(fd, self._user.uid, self._user.gid)
+        else:
+            os.chown(name, self._user.uid, self._user.gid, dir_fd=dir_fd, follow_symlinks=False)
 
     # -- resolution ----------------------------------------------------------------------
 
@@ -132,6 +181,7 @@ class SandboxFS:
         fd = os.open(target.mount.host, os.O_PATH | os.O_DIRECTORY)
         try:
             for name in target.rel[:-1]:
+                self._require(os.fstat(fd), _X, target.path)
                 try:
                     child = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
                 except OSError as exc:
@@ -142,6 +192,8 @@ class SandboxFS:
                     raise type(exc)(exc.errno, exc.strerror, target.path) from None
                 os.close(fd)
                 fd = child
+            if target.rel:
+                self._require(os.fstat(fd), _X, target.path)
             yield fd
         finally:
             os.close(fd)
@@ -177,6 +229,7 @@ class SandboxFS:
             raise _err(NotADirectoryError, errno.ENOTDIR, path)
         fd = self._open(target, os.O_RDONLY | os.O_DIRECTORY)
         try:
+            self._require(os.fstat(fd), _R | _X, path)
             return [_info(posixpath.join(target.path, e.name), e.name, e.stat(follow_symlinks=False))
                     for e in os.scandir(fd)]  # fmt: skip
         finally:
@@ -198,6 +251,9 @@ class SandboxFS:
         except OSError as exc:
             raise type(exc)(exc.errno, exc.strerror, path) from None
         st = os.fstat(fd)
+        if not self._allowed(st, _R):
+            os.close(fd)
+            raise _err(PermissionError, errno.EACCES, path)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             if stat.S_ISDIR(st.st_mode):
@@ -247,11 +303,15 @@ class SandboxFS:
                 old = None
             if old is not None and stat.S_ISDIR(old.st_mode):
                 raise _err(IsADirectoryError, errno.EISDIR, path)
+            self._may_change_entry(dir_fd, name, path, entry=old)
+            if old is not None and not stat.S_ISLNK(old.st_mode):
+                self._require(old, _W, path)
             bits = mode if mode is not None else (stat.S_IMODE(old.st_mode) if old else 0o644)
             tmp = f".{name[:200]}.sandport-{secrets.token_hex(6)}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
             try:
                 try:
+                    self._give(fd)
                     if isinstance(data, bytes):
                         _write_all(fd, data)
                     else:
@@ -288,11 +348,14 @@ class SandboxFS:
         target = self._target(canonical)
         self._writable(target, path)
         with self._parent_fd(target) as fd:
+            self._may_change_entry(fd, target.rel[-1], path, entry=None)
             try:
                 os.mkdir(target.rel[-1], 0o755, dir_fd=fd)
             except FileExistsError:
                 if not exist_ok:
                     raise
+            else:
+                self._give(name=target.rel[-1], dir_fd=fd)
 
     def _exists(self, target: _Target) -> bool:
         if target.mount is None or target.mount.link is not None or not target.rel:
@@ -312,6 +375,7 @@ class SandboxFS:
         with self._parent_fd(target) as fd:
             name = target.rel[-1]
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            self._may_change_entry(fd, name, path, entry=st)
             if not stat.S_ISDIR(st.st_mode):
                 os.unlink(name, dir_fd=fd)
             elif recursive:

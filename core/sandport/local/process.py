@@ -11,6 +11,7 @@ from typing import Literal
 
 import anyio
 
+from sandport.local.cgroups import SandboxCgroup
 from sandport.models import OutputChunk
 from sandport.process import Process
 
@@ -53,14 +54,16 @@ class LocalProcess(Process):
         deadline: float | None,
         pidfile: Path,
         check_sandbox: Callable[[], None],
+        cgroup: SandboxCgroup,
     ) -> None:
         """``check_sandbox`` raises ``SandboxGone`` if the sandbox was terminated; it is
         asked once the process has ended, so a kill by ``terminate`` is not taken for an
-        ordinary exit."""
+        ordinary exit. ``cgroup`` is the command's own group: ``kill`` empties it."""
         super().__init__(max_output_bytes=max_output_bytes, deadline=deadline)
         self._proc = proc
         self._check_sandbox = check_sandbox
         self._pidfile = pidfile
+        self._cgroup = cgroup
         self._pidfd = os.pidfd_open(proc.pid)
         self._open: dict[Literal["stdout", "stderr"], int] = {}
         for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
@@ -118,6 +121,7 @@ class LocalProcess(Process):
             code = self._proc.wait()
             self._exit = 128 - code if code < 0 else code
             self._pidfile.unlink(missing_ok=True)
+            self._cgroup.discard()
             os.close(self._pidfd)
             await self._close_stdin()  # release the pipe now, not when collected
         self._check_sandbox()
@@ -142,7 +146,11 @@ class LocalProcess(Process):
             self._proc.stdin.close()
 
     async def kill(self) -> None:
+        """Kill the command's whole tree: its process group, its descendants, and (where
+        the sandbox has a cgroup) every process it started, even one that double-forked
+        out of both, including after the command itself has exited."""
         if self._exit is not None or self._proc.poll() is not None:
+            await anyio.to_thread.run_sync(self._cgroup.kill)
             return
         stray = descendants(self._proc.pid)
         try:
@@ -154,5 +162,6 @@ class LocalProcess(Process):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        await anyio.to_thread.run_sync(self._cgroup.kill)  # and those that double-forked away
         with anyio.CancelScope(shield=True):
             await self._wait_exit()

@@ -1,7 +1,7 @@
 """The local provider: each sandbox is a private directory on this host.
 
 Layout under the provider's root (``$SANDPORT_HOME/local``, default
-``~/.local/share/sandport/local``)::
+``~/.local/share/sandport/local``, or ``/var/lib/sandport/local`` for root)::
 
     <root>/sandboxes/<id>/meta.json      spec (without secrets), labels, creation time
     <root>/sandboxes/<id>/secrets.json   the spec's secrets, mode 0600, never mounted
@@ -10,13 +10,21 @@ Layout under the provider's root (``$SANDPORT_HOME/local``, default
     <root>/sandboxes/<id>/run/<pid>      processes running now (for terminate)
     <root>/snapshots/<id>.tar + .json    snapshots, restorable by any later process
 
-Each command is a fresh ``bwrap`` (see :mod:`sandport.local.isolation`) over that view; the
-files live on between commands, processes do not (use ``open_shell`` for a long-lived one).
+Each command is a fresh ``bwrap`` (see :mod:`sandport.local.isolation`) over that view, run
+as an unprivileged host user when sandport runs as root, inside the sandbox's cgroup (see
+:mod:`sandport.local.cgroups`). Files live on between commands, processes do not (use
+``open_shell`` for a long-lived one).
+
+When sandport runs as root, the directories down to ``fs/`` must be traversable by the
+sandbox user (bwrap mounts them as that user): the root and ``sandboxes/`` are 0711, each
+sandbox's directory and ``fs/`` are 0710 with the sandbox user's group, and ``fs/work`` and
+``fs/tmp`` belong to the sandbox user.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -43,8 +51,16 @@ from sandport.errors import (
     SandboxGone,
     SandboxNotFound,
 )
+from sandport.local.cgroups import DEFAULT_PIDS, SandboxCgroup, cgroup_problem
 from sandport.local.fs import SandboxFS
-from sandport.local.isolation import BWRAP_HINT, Mount, bwrap_command, bwrap_problem, system_mounts
+from sandport.local.isolation import (
+    Mount,
+    SandboxUser,
+    bwrap_command,
+    bwrap_problem,
+    sandbox_user,
+    system_mounts,
+)
 from sandport.local.process import LocalProcess, descendants
 from sandport.models import FileInfo, SandboxInfo, SandboxSpec, SnapshotRef
 from sandport.provider import Availability, Provider, restored_spec
@@ -63,32 +79,53 @@ _RESERVED = ("/proc", "/dev", "/tmp", "/usr", "/etc", "/bin", "/sbin", "/lib", "
 class LocalConfig(BaseModel):
     """``SandboxSpec.options`` for the local provider.
 
-    isolation: ``auto`` uses bwrap when it works here and otherwise runs unconfined only if
-        the spec needs no isolation (network open), with a warning; ``bwrap`` insists;
-        ``none`` opts out explicitly (the spec must then allow the network).
+    isolation: ``bwrap`` (the default) confines every command with bubblewrap and fails
+        with ``ProviderUnavailable`` where bwrap cannot run; it never falls back to running
+        unconfined. ``none`` is the explicit opt-out: commands run as plain host processes
+        (the spec must then allow the network, which nothing could keep them off).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    isolation: Literal["auto", "bwrap", "none"] = "auto"
+    isolation: Literal["bwrap", "none"] = "bwrap"
 
 
 def default_root() -> Path:
+    """``$SANDPORT_HOME/local``; else ``$XDG_DATA_HOME/sandport/local``; else, for root,
+    ``/var/lib/sandport/local`` (root's home is not traversable by the sandbox user), and
+    ``~/.local/share/sandport/local`` for anyone else."""
     base = os.environ.get("SANDPORT_HOME")
     if base:
         return Path(base) / "local"
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "sandport" / "local"
+    data = os.environ.get("XDG_DATA_HOME")
+    if not data and os.geteuid() == 0:
+        return Path("/var/lib/sandport/local")
+    return Path(data or Path.home() / ".local" / "share") / "sandport" / "local"
+
+
+def _unreachable(directory: Path, user: SandboxUser) -> str | None:
+    """The first ancestor of ``directory`` the sandbox user cannot traverse, if any."""
+    for ancestor in [*reversed(directory.parents), directory]:
+        st = ancestor.stat()
+        if st.st_uid == user.uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == user.gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return f"{ancestor} (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
 
 
 _warned_unconfined = False
 
 
-def _warn_unconfined(reason: str) -> None:
+def _warn_unconfined() -> None:
     global _warned_unconfined
     if not _warned_unconfined:
         _warned_unconfined = True
-        warnings.warn(f"sandport local sandboxes run UNCONFINED (isolation='none'): {reason}", stacklevel=4)
+        warnings.warn("sandport local sandboxes run UNCONFINED (isolation='none' was requested)", stacklevel=4)
 
 
 def _starttime(pid: int) -> str | None:
@@ -131,19 +168,30 @@ class LocalProvider(Provider):
         problem = await anyio.to_thread.run_sync(bwrap_problem)
         if problem:
             return Availability(usable=False, reason=problem)
-        return Availability(usable=True, reason="bubblewrap isolation")
+        limits = cgroup_problem()
+        pids = f"no pids limit: {limits}" if limits else "pids limit by cgroup"
+        return Availability(usable=True, reason=f"bubblewrap isolation; {pids}")
+
+    def _check_spec(self, spec: SandboxSpec) -> None:
+        """A pids limit is the one resource limit a local sandbox can enforce, and only
+        where it gets a cgroup."""
+        resources = spec.resources
+        pids_only = resources.pids is not None and not resources.model_copy(update={"pids": None}).is_set()
+        if pids_only and cgroup_problem() is None:
+            spec = spec.model_copy(update={"resources": type(resources)()})
+        super()._check_spec(spec)
 
     def _isolation(self, spec: SandboxSpec, config: LocalConfig) -> str:
-        if config.isolation == "none" or (config.isolation == "auto" and bwrap_problem()):
-            problem = bwrap_problem() if config.isolation == "auto" else "isolation='none' was requested"
+        if config.isolation == "none":
             if spec.network.mode != "open":
                 raise ProviderUnavailable(
                     self.name,
-                    f"network mode {spec.network.mode!r} needs isolation, but {problem}. Fix: {BWRAP_HINT}",
+                    f"network mode {spec.network.mode!r} cannot be enforced with isolation='none'; "
+                    "set network='open' too, or keep isolation",
                 )
-            _warn_unconfined(problem or "")
+            _warn_unconfined()
             return "none"
-        if config.isolation == "bwrap" and (problem := bwrap_problem()):
+        if problem := bwrap_problem():
             raise ProviderUnavailable(self.name, problem)
         return "bwrap"
 
@@ -153,6 +201,7 @@ class LocalProvider(Provider):
         isolation = await anyio.to_thread.run_sync(self._isolation, spec, options)
         sandbox_id = "sp-" + secrets_module.token_hex(6)
         directory = self._sandboxes / sandbox_id
+        cgroup = SandboxCgroup(sandbox_id)
         meta = {
             "id": sandbox_id,
             "created_at": datetime.now(UTC).isoformat(),
@@ -161,18 +210,35 @@ class LocalProvider(Provider):
         }
         try:
             await anyio.to_thread.run_sync(self._lay_out, directory, meta, spec)
+            await anyio.to_thread.run_sync(cgroup.create, spec.resources.pids or DEFAULT_PIDS)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
+            cgroup.remove()
             raise
         return LocalSandbox(self, directory, meta, spec)
 
-    @staticmethod
-    def _lay_out(directory: Path, meta: dict[str, Any], spec: SandboxSpec) -> None:
-        directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def _lay_out(self, directory: Path, meta: dict[str, Any], spec: SandboxSpec) -> None:
+        user = sandbox_user()
+        for shared in (self.root, self._sandboxes):  # traversable, not listable
+            shared.mkdir(parents=True, exist_ok=True, mode=0o711)
+        if user.drop and (blocked := _unreachable(self._sandboxes, user)):
+            raise ProviderUnavailable(
+                self.name,
+                f"sandboxes run as the unprivileged user uid {user.uid}, which cannot reach {self._sandboxes}: "
+                f"{blocked} is not traversable. Choose a root under a directory others may traverse "
+                "(SANDPORT_HOME, or LocalProvider(root=...)), e.g. /var/lib/sandport",
+            )
         directory.mkdir(mode=0o700)
         for sub in ("fs/work", "fs/tmp", "run"):
-            (directory / sub).mkdir(parents=True)
+            (directory / sub).mkdir(parents=True, mode=0o700)
         (directory / "fs/tmp").chmod(0o1777)
+        (directory / "fs/work").chmod(0o755)
+        if user.drop:
+            for sub in (".", "fs"):
+                os.chown(directory / sub, 0, user.gid)
+                (directory / sub).chmod(0o710)
+            for sub in ("fs/work", "fs/tmp"):
+                os.chown(directory / sub, user.uid, user.gid)
         fd = os.open(directory / "secrets.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(spec.secret_env(), f)
@@ -246,7 +312,9 @@ class LocalSandbox(Sandbox):
             Mount(spec.workdir.rstrip("/") or "/", host=str(directory / "fs/work"), writable=True),
             Mount("/tmp", host=str(directory / "fs/tmp"), writable=True),
         ]
-        self.fs = SandboxFS(self._mounts)
+        self.user = sandbox_user() if self.isolation == "bwrap" else SandboxUser(os.getuid(), os.getgid(), drop=False)
+        self.fs = SandboxFS(self._mounts, self.user)
+        self.cgroup = SandboxCgroup(self.id)
 
     # -- liveness ------------------------------------------------------------------------
 
@@ -294,8 +362,10 @@ class LocalSandbox(Sandbox):
             command, host_cwd = [*_EXEC_SHIM, *argv], self._host_path(cwd)
         else:
             network = self.spec.network.mode == "open"
-            command = bwrap_command(self._mounts, network=network, cwd=cwd, argv=[*_EXEC_SHIM, *argv])
-            host_cwd = str(self.directory)
+            command = bwrap_command(self._mounts, network=network, cwd=cwd, argv=[*_EXEC_SHIM, *argv], user=self.user)
+            host_cwd = "/"
+        group = self.cgroup.child("cmd-" + secrets_module.token_hex(4))
+        group.create()
         # Popen returns once the child has exec'd (about a millisecond); asyncio's own
         # subprocess support would add a watcher thread per process, which costs more.
         proc = subprocess.Popen(  # noqa: ASYNC220
@@ -306,6 +376,7 @@ class LocalSandbox(Sandbox):
             cwd=host_cwd,
             env=full_env,
             start_new_session=True,
+            preexec_fn=functools.partial(self._enter, group),
         )
         pidfile = self.directory / "run" / str(proc.pid)
         pidfile.write_text(_starttime(proc.pid) or "")
@@ -315,7 +386,14 @@ class LocalSandbox(Sandbox):
             deadline=self._deadline(),
             pidfile=pidfile,
             check_sandbox=self._check_present,
+            cgroup=group,
         )
+
+    def _enter(self, group: SandboxCgroup) -> None:
+        """Run in the forked child before it execs: join the command's cgroup (while still
+        allowed to), then drop to the sandbox user."""
+        group.join()
+        self.user.preexec()
 
     def _running(self) -> list[int]:
         """Process groups this sandbox started and that still run, from any process (run/)."""
@@ -331,7 +409,9 @@ class LocalSandbox(Sandbox):
         return alive
 
     def _kill_all(self) -> None:
-        """Kill every process group this sandbox started."""
+        """Kill every process this sandbox started: its whole cgroup where it has one, and
+        every process group it started."""
+        self.cgroup.kill()
         for pid in self._running():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
@@ -341,6 +421,7 @@ class LocalSandbox(Sandbox):
         """Send ``sig`` to every process of the sandbox, including ones that left their
         process group; swept twice so that a child forked during the first sweep is caught."""
         for _ in range(2):
+            self.cgroup.signal(sig)
             for pid in self._running():
                 for member in (pid, *descendants(pid)):
                     with contextlib.suppress(ProcessLookupError):
