@@ -34,7 +34,13 @@ from sandport.local.isolation import bwrap_problem
 from sandport.local.provider import LocalProvider
 from sandport.provider import Availability
 
-pytestmark = pytest.mark.skipif(bool(bwrap_problem()), reason=f"local provider unusable: {bwrap_problem()}")
+
+
+@pytest.fixture(autouse=True)
+def _local_provider_usable() -> None:
+    """These tests drive the real local provider: without it they fail, never skip."""
+    if problem := bwrap_problem():
+        pytest.fail(f"local provider unusable: {problem}")
 
 # Generous bounds: these guard against hangs, they do not measure speed.
 SLOW = 60

@@ -544,6 +544,7 @@ class LocalSandbox(Sandbox):
 
     def _teardown(self) -> None:
         self._kill_all()
+        self.cgroup.remove()
         # meta.json goes first so that other processes see the sandbox as gone at once.
         (self.directory / "meta.json").unlink(missing_ok=True)
         shutil.rmtree(self.directory, ignore_errors=True)
