@@ -35,12 +35,12 @@ from sandport.local.provider import LocalProvider
 from sandport.provider import Availability
 
 
-
 @pytest.fixture(autouse=True)
 def _local_provider_usable() -> None:
     """These tests drive the real local provider: without it they fail, never skip."""
     if problem := bwrap_problem():
         pytest.fail(f"local provider unusable: {problem}")
+
 
 # Generous bounds: these guard against hangs, they do not measure speed.
 SLOW = 60

@@ -11,6 +11,7 @@ from sandport.local.isolation import bwrap_problem
 from sandport.provider import Provider
 from sandport.testing import ProviderConformance
 
+
 class TestLocalConformance(ProviderConformance):
     provider_name = "local"
     xfail: ClassVar[dict[str, str]] = {}
