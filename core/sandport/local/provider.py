@@ -221,6 +221,8 @@ class LocalProvider(Provider):
         user = sandbox_user()
         for shared in (self.root, self._sandboxes):  # traversable, not listable
             shared.mkdir(parents=True, exist_ok=True, mode=0o711)
+            if user.drop and shared.stat().st_mode & 0o111 != 0o111:
+                shared.chmod(shared.stat().st_mode | 0o111)  # the provider's own, say from mkdtemp()
         if user.drop and (blocked := _unreachable(self._sandboxes, user)):
             raise ProviderUnavailable(
                 self.name,
