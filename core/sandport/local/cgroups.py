@@ -83,20 +83,23 @@ class SandboxCgroup:
         """A group below this one (created by ``create``); the parent's pids limit covers it."""
         return SandboxCgroup(name, path=None if self.path is None else self.path / name)
 
-    def create(self, pids_max: int | None = None) -> None:
-        """Create the cgroup, with its own pids limit if given."""
+    def create(self, pids_max: int | None = None, *, joinable_by: int | None = None) -> None:
+        """Create the cgroup, with its own pids limit if given. ``joinable_by``: a uid
+        that may move itself in (see :meth:`join_argv`); it can change nothing else."""
         if self.path is None:
             return
         self.path.mkdir(mode=0o755, exist_ok=True)
         if pids_max is not None:
             (self.path / "pids.max").write_text(str(pids_max))
+        if joinable_by is not None:
+            os.chown(self.path / "cgroup.procs", joinable_by, -1)
 
-    def join(self) -> None:
-        """Move the calling process into the cgroup; for ``Popen(preexec_fn=)``, so the
-        command is inside before it can fork."""
-        if self.path is not None:
-            with open(self.path / "cgroup.procs", "w") as procs:
-                procs.write("0")
+    def join_argv(self) -> list[str]:
+        """A prefix for a command's argv that moves it into the cgroup before it runs, so
+        it is inside before it can fork (empty where there is no cgroup)."""
+        if self.path is None:
+            return []
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs")]
 
     def pids(self) -> list[int]:
         """Every process in the cgroup and the groups below it, now."""

@@ -24,7 +24,6 @@ sandbox's directory and ``fs/`` are 0710 with the sandbox user's group, and ``fs
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -367,18 +366,18 @@ class LocalSandbox(Sandbox):
             command = bwrap_command(self._mounts, network=network, cwd=cwd, argv=[*_EXEC_SHIM, *argv], user=self.user)
             host_cwd = "/"
         group = self.cgroup.child("cmd-" + secrets_module.token_hex(4))
-        group.create()
+        group.create(joinable_by=self.user.uid if self.user.drop else None)
         # Popen returns once the child has exec'd (about a millisecond); asyncio's own
         # subprocess support would add a watcher thread per process, which costs more.
         proc = subprocess.Popen(  # noqa: ASYNC220
-            command,
+            [*group.join_argv(), *command],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=host_cwd,
             env=full_env,
             start_new_session=True,
-            preexec_fn=functools.partial(self._enter, group),
+            **self.user.popen_args(),
         )
         pidfile = self.directory / "run" / str(proc.pid)
         pidfile.write_text(_starttime(proc.pid) or "")
@@ -390,12 +389,6 @@ class LocalSandbox(Sandbox):
             check_sandbox=self._check_present,
             cgroup=group,
         )
-
-    def _enter(self, group: SandboxCgroup) -> None:
-        """Run in the forked child before it execs: join the command's cgroup (while still
-        allowed to), then drop to the sandbox user."""
-        group.join()
-        self.user.preexec()
 
     def _running(self) -> list[int]:
         """Process groups this sandbox started and that still run, from any process (run/)."""
