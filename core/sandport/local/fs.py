@@ -20,7 +20,6 @@ import errno
 import os
 import posixpath
 import secrets
-import shutil
 import stat
 from collections import deque
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from sandport.local.isolation import Mount, SandboxUser
+from sandport.local.tree import remove_tree
 from sandport.models import FileInfo
 
 __all__ = ["SandboxFS"]
@@ -379,7 +379,7 @@ class SandboxFS:
             if not stat.S_ISDIR(st.st_mode):
                 os.unlink(name, dir_fd=fd)
             elif recursive:
-                shutil.rmtree(name, dir_fd=fd)
+                remove_tree(name, dir_fd=fd)
             else:
                 try:
                     os.rmdir(name, dir_fd=fd)

@@ -8,6 +8,7 @@ Layout under the provider's root (``$SANDPORT_HOME/local``, default
     <root>/sandboxes/<id>/fs/work/       shown at the spec's workdir (writable)
     <root>/sandboxes/<id>/fs/tmp/        shown at /tmp (writable)
     <root>/sandboxes/<id>/run/<pid>      processes running now (for terminate)
+    <root>/sandboxes/.trash-<id>/        a sandbox being torn down (gc finishes a cut-short one)
     <root>/snapshots/<id>.tar + .json    snapshots, restorable by any later process
 
 Each command is a fresh ``bwrap`` (see :mod:`sandport.local.isolation`) over that view, run
@@ -32,10 +33,9 @@ import shutil
 import signal
 import stat
 import subprocess
-import tarfile
 import time
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,7 +62,9 @@ from sandport.local.isolation import (
 )
 from sandport.local.process import LocalProcess, descendants
 from sandport.models import FileInfo, SandboxInfo, SandboxSpec, SnapshotRef
-from sandport.provider import Availability, Provider, restored_spec
+from sandport.local.snapshots import check_snapshot_id, new_snapshot_id, pack, unpack
+from sandport.local.tree import open_dir, remove_tree
+from sandport.provider import LABEL_OWNER, Availability, Provider, current_owner, restored_spec
 from sandport.sandbox import Sandbox
 
 __all__ = ["LocalConfig", "LocalProvider", "LocalSandbox"]
@@ -73,6 +75,7 @@ _BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Runs argv through sh so that a missing program is exit code 127, as in any shell.
 _EXEC_SHIM = ["/bin/sh", "-c", 'exec "$@"', "sh"]
 _RESERVED = ("/proc", "/dev", "/tmp", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64")
+_TRASH = ".trash-"
 
 
 class LocalConfig(BaseModel):
@@ -134,11 +137,25 @@ def _starttime(pid: int) -> str | None:
         return None
 
 
-def _restore_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """The ``tar`` extraction filter's safety (no absolute names, nothing outside ``dest``)
-    without its ``go-w`` mode change: a restore keeps modes such as 0o666 and /tmp's 0o1777
-    (setuid and setgid bits are still dropped)."""
-    return tarfile.tar_filter(member, dest).replace(mode=member.mode & 0o1777, deep=False)
+def _discard(trash: Path) -> None:
+    """Remove a sandbox directory renamed to ``.trash-<id>``: everything in it, then its
+    ``meta.json``, then itself. A failure is logged, not raised: ``gc`` finishes the job."""
+    try:
+        fd = open_dir(trash)
+        try:
+            for name in os.listdir(fd):
+                if name != "meta.json":
+                    with contextlib.suppress(FileNotFoundError):
+                        remove_tree(name, dir_fd=fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink("meta.json", dir_fd=fd)
+        finally:
+            os.close(fd)
+        os.rmdir(trash)
+    except FileNotFoundError:
+        pass  # another process finished it
+    except OSError as exc:
+        log.warning("could not remove %s (%s); `sandport gc` will", trash, exc)
 
 
 class LocalProvider(Provider):
@@ -275,6 +292,7 @@ class LocalProvider(Provider):
 
     async def _restore(self, snapshot: SnapshotRef, overrides: dict[str, Any]) -> LocalSandbox:
         archive = self._snapshots / f"{snapshot.id}.tar"
+        check_snapshot_id(self.name, snapshot.id)
         meta_file = self._snapshots / f"{snapshot.id}.json"
         if not archive.is_file() or not meta_file.is_file():
             raise SandboxNotFound(self.name, snapshot.id, what="snapshot")
@@ -291,11 +309,45 @@ class LocalProvider(Provider):
 
     async def _delete_snapshot(self, snapshot: SnapshotRef) -> None:
         archive = self._snapshots / f"{snapshot.id}.tar"
+        check_snapshot_id(self.name, snapshot.id)
         if not archive.is_file():
             raise SandboxNotFound(self.name, snapshot.id, what="snapshot")
         archive.unlink()
         (self._snapshots / f"{snapshot.id}.json").unlink(missing_ok=True)
 
+
+    async def gc(
+        self,
+        older_than: timedelta = timedelta(0),
+        *,
+        owner: str | None = None,
+        include_kept: bool = False,
+        dry_run: bool = False,
+    ) -> list[str]:
+        """:meth:`Provider.gc`, then finish the teardowns of ``owner``'s sandboxes that were
+        cut short (their ``.trash-<id>`` directories); their ids are returned too."""
+        removed = await super().gc(older_than, owner=owner, include_kept=include_kept, dry_run=dry_run)
+        leftovers = await anyio.to_thread.run_sync(self._trash, owner or current_owner())
+        for trash in leftovers if not dry_run else []:
+            await anyio.to_thread.run_sync(_discard, trash)
+        return [*removed, *(trash.name.removeprefix(_TRASH) for trash in leftovers)]
+
+    def _trash(self, owner: str) -> list[Path]:
+        """The ``.trash-<id>`` directories of sandboxes ``owner`` created (or whose
+        metadata is gone already: nothing but the directory is left of those)."""
+        if not self._sandboxes.is_dir():
+            return []
+        found = []
+        for entry in sorted(self._sandboxes.glob(_TRASH + "*")):
+            try:
+                labels = json.loads((entry / "meta.json").read_text())["spec"]["labels"]
+            except FileNotFoundError:
+                labels = {LABEL_OWNER: owner}
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not ours to judge
+            if labels.get(LABEL_OWNER) == owner:
+                found.append(entry)
+        return found
 
 class LocalSandbox(Sandbox):
     """A sandbox of the local provider."""
@@ -495,30 +547,48 @@ class LocalSandbox(Sandbox):
 
     async def _snapshot(self) -> SnapshotRef:
         self._ensure_alive()
-        snapshot_id = "snap-" + secrets_module.token_hex(6)
+        snapshot_id = new_snapshot_id()
         store = self.provider._snapshots
         ref = SnapshotRef(provider=self.provider.name, id=snapshot_id, sandbox_id=self.id,
                           metadata={"path": str(store / f"{snapshot_id}.tar")})  # fmt: skip
 
-        def pack() -> None:
+        def write() -> None:
             store.mkdir(parents=True, exist_ok=True, mode=0o700)
             partial = store / f".{snapshot_id}.tar.partial"
             try:
-                with tarfile.open(partial, "w") as tar:
-                    tar.add(self.directory / "fs", arcname="fs")
+                pack(self.directory / "fs", partial)
                 partial.rename(store / f"{snapshot_id}.tar")
             finally:
                 partial.unlink(missing_ok=True)
             meta = {"ref": ref.model_dump(mode="json"), "spec": self.spec.model_dump(mode="json", exclude={"secrets"})}
             (store / f"{snapshot_id}.json").write_text(json.dumps(meta))
 
-        await anyio.to_thread.run_sync(pack)
+        await anyio.to_thread.run_sync(write)
         return ref
 
     def _unpack(self, archive: Path) -> None:
-        shutil.rmtree(self.directory / "fs")
-        with tarfile.open(archive) as tar:
-            tar.extractall(self.directory, filter=_restore_filter)
+        """Fill this new sandbox from ``archive`` before anything runs in it: extracted into
+        a fresh private directory beside ``fs`` (see :func:`unpack`), which then takes the
+        place of ``fs`` with its mode and owner; files belong to whoever owns ``fs/work``."""
+        fs = self.directory / "fs"
+        staging = self.directory / f"fs.restoring-{secrets_module.token_hex(6)}"
+        replaced = self.directory / f"fs.replaced-{secrets_module.token_hex(6)}"
+        os.mkdir(staging, 0o700)
+        try:
+            layout, work = os.lstat(fs), os.lstat(fs / "work")
+            mine = (os.geteuid(), os.getegid())
+            owner = (work.st_uid, work.st_gid)
+            unpack(archive, staging, owner=None if owner == mine else owner)
+            if (layout.st_uid, layout.st_gid) != mine:
+                os.chown(staging, layout.st_uid, layout.st_gid)
+            os.chmod(staging, stat.S_IMODE(layout.st_mode))
+            os.rename(fs, replaced)
+            os.rename(staging, fs)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                remove_tree(staging)
+            raise
+        remove_tree(replaced)
 
     def _describe(self) -> SandboxInfo:
         return SandboxInfo(
@@ -540,9 +610,15 @@ class LocalSandbox(Sandbox):
     def _teardown(self) -> None:
         self._kill_all()
         self.cgroup.remove()
-        # meta.json goes first so that other processes see the sandbox as gone at once.
-        (self.directory / "meta.json").unlink(missing_ok=True)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        # Renamed first, so that every process sees the sandbox gone at once (no
+        # sandboxes/<id>/meta.json any more); meta.json itself goes last, so a teardown cut
+        # short leaves a .trash-<id> directory that gc recognises and finishes.
+        trash = self.directory.with_name(_TRASH + self.id)
+        try:
+            os.rename(self.directory, trash)
+        except FileNotFoundError:
+            return  # torn down already, by this process or another
+        _discard(trash)
 
     async def _terminate(self) -> None:
         await anyio.to_thread.run_sync(self._teardown)
