@@ -50,6 +50,7 @@ from sandport.errors import (
     SandboxGone,
     SandboxNotFound,
 )
+from sandport.hostfiles import copy_tree
 from sandport.local.cgroups import DEFAULT_PIDS, SandboxCgroup, cgroup_problem
 from sandport.local.fs import SandboxFS
 from sandport.local.isolation import (
@@ -61,9 +62,9 @@ from sandport.local.isolation import (
     system_mounts,
 )
 from sandport.local.process import LocalProcess, descendants
-from sandport.models import FileInfo, SandboxInfo, SandboxSpec, SnapshotRef
 from sandport.local.snapshots import check_snapshot_id, new_snapshot_id, pack, unpack
 from sandport.local.tree import open_dir, remove_tree
+from sandport.models import FileInfo, SandboxInfo, SandboxSpec, SnapshotRef
 from sandport.provider import LABEL_OWNER, Availability, Provider, current_owner, restored_spec
 from sandport.sandbox import Sandbox
 
@@ -74,8 +75,8 @@ log = logging.getLogger("sandport.local")
 _BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Runs argv through sh so that a missing program is exit code 127, as in any shell.
 _EXEC_SHIM = ["/bin/sh", "-c", 'exec "$@"', "sh"]
-_RESERVED = ("/proc", "/dev", "/tmp", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64")
 _TRASH = ".trash-"
+_RESERVED = ("/proc", "/dev", "/tmp", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64")
 
 
 class LocalConfig(BaseModel):
@@ -291,8 +292,8 @@ class LocalProvider(Provider):
         return found
 
     async def _restore(self, snapshot: SnapshotRef, overrides: dict[str, Any]) -> LocalSandbox:
-        archive = self._snapshots / f"{snapshot.id}.tar"
         check_snapshot_id(self.name, snapshot.id)
+        archive = self._snapshots / f"{snapshot.id}.tar"
         meta_file = self._snapshots / f"{snapshot.id}.json"
         if not archive.is_file() or not meta_file.is_file():
             raise SandboxNotFound(self.name, snapshot.id, what="snapshot")
@@ -308,13 +309,12 @@ class LocalProvider(Provider):
         return sandbox
 
     async def _delete_snapshot(self, snapshot: SnapshotRef) -> None:
-        archive = self._snapshots / f"{snapshot.id}.tar"
         check_snapshot_id(self.name, snapshot.id)
+        archive = self._snapshots / f"{snapshot.id}.tar"
         if not archive.is_file():
             raise SandboxNotFound(self.name, snapshot.id, what="snapshot")
         archive.unlink()
         (self._snapshots / f"{snapshot.id}.json").unlink(missing_ok=True)
-
 
     async def gc(
         self,
@@ -348,6 +348,7 @@ class LocalProvider(Provider):
             if labels.get(LABEL_OWNER) == owner:
                 found.append(entry)
         return found
+
 
 class LocalSandbox(Sandbox):
     """A sandbox of the local provider."""
@@ -442,9 +443,10 @@ class LocalSandbox(Sandbox):
             cgroup=group,
         )
 
-    def _running(self) -> list[int]:
-        """Process groups this sandbox started and that still run, from any process (run/)."""
-        run = self.directory / "run"
+    def _running(self, directory: Path | None = None) -> list[int]:
+        """Process groups this sandbox started and that still run, from any process (run/
+        of ``directory``, by default the sandbox's)."""
+        run = (directory or self.directory) / "run"
         alive = []
         for pidfile in run.glob("*") if run.is_dir() else []:
             pid = int(pidfile.name)
@@ -455,14 +457,15 @@ class LocalSandbox(Sandbox):
                 pidfile.unlink(missing_ok=True)
         return alive
 
-    def _kill_all(self) -> None:
+    def _kill_all(self, directory: Path | None = None) -> None:
         """Kill every process this sandbox started: its whole cgroup where it has one, and
-        every process group it started."""
+        every process group it started (recorded under ``directory``, by default the
+        sandbox's)."""
         self.cgroup.kill()
-        for pid in self._running():
+        for pid in self._running(directory):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            (self.directory / "run" / str(pid)).unlink(missing_ok=True)
+            ((directory or self.directory) / "run" / str(pid)).unlink(missing_ok=True)
 
     def _signal_trees(self, sig: signal.Signals) -> None:
         """Send ``sig`` to every process of the sandbox, including ones that left their
@@ -525,23 +528,23 @@ class LocalSandbox(Sandbox):
 
         def copy_in() -> None:
             with source.open("rb") as f:
-                self.fs.write(target, f, mode=stat.S_IMODE(os.fstat(f.fileno()).st_mode), parents=True)
+                self.fs.write(target, f, mode=os.fstat(f.fileno()).st_mode & 0o777, parents=True)
 
         await self._fs(copy_in)
 
     async def _download(self, source: str, target: Path) -> None:
-        info = await self._stat(source)
-        if info.is_dir:
-            await super()._download(source, target)  # walks directories, calling back here
-            return
+        def copy_out() -> bool:  # streamed (no read cap); nothing below the source is followed
+            fd = self.fs.open_tree(source)
+            if fd is None:
+                return False
+            try:
+                copy_tree(fd, target)
+            finally:
+                os.close(fd)
+            return True
 
-        def copy_out() -> None:  # streamed: no read cap, no whole file in memory
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with os.fdopen(self.fs.open_file(source), "rb") as src, target.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            target.chmod(info.mode & 0o7777)
-
-        await self._fs(copy_out)
+        if not await self._fs(copy_out):
+            await super()._download(source, target)  # a directory made of mounts: the generic walk
 
     # -- snapshots and lifecycle ---------------------------------------------------------
 
@@ -608,17 +611,19 @@ class LocalSandbox(Sandbox):
         return self._describe()
 
     def _teardown(self) -> None:
-        self._kill_all()
-        self.cgroup.remove()
-        # Renamed first, so that every process sees the sandbox gone at once (no
-        # sandboxes/<id>/meta.json any more); meta.json itself goes last, so a teardown cut
-        # short leaves a .trash-<id> directory that gc recognises and finishes.
+        # Renamed first, before any process is killed, so that every process sees the
+        # sandbox gone at once (no sandboxes/<id>/meta.json any more) and a command killed
+        # here reports SandboxGone, not an exit code; meta.json itself goes last, so a
+        # teardown cut short leaves a .trash-<id> directory that gc recognises and finishes.
         trash = self.directory.with_name(_TRASH + self.id)
         try:
             os.rename(self.directory, trash)
         except FileNotFoundError:
-            return  # torn down already, by this process or another
-        _discard(trash)
+            trash = self.directory  # torn down already (or being torn down) elsewhere
+        self._kill_all(trash)
+        self.cgroup.remove()
+        if trash != self.directory:
+            _discard(trash)
 
     async def _terminate(self) -> None:
         await anyio.to_thread.run_sync(self._teardown)
