@@ -7,7 +7,8 @@ Listing and removal have no archive counterpart; they run one small shell script
 (builtins plus one ``stat`` or ``rm``) through exec.
 
 The blocking functions here take the SDK's ``APIClient`` and run in a worker thread
-(through ``Engine.call``).
+(through ``Engine.call``). Paths are ``str``, with names that are not UTF-8 surrogate-escaped
+(as ``os.fsdecode`` gives them); they go to the engine as the bytes they stand for.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import errno
 import io
 import itertools
+import logging
 import os
 import posixpath
 import re
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sandport.errors import FileTooLarge, ProviderError
+from sandport.hostfiles import HostTree
 from sandport_docker.engine import NAME, api_error_text, docker_errors, docker_module, status_of
 
 __all__ = [
@@ -63,6 +66,9 @@ _STREAM_CHUNK = 2 * 1024 * 1024
 # Without this, requests asks for gzip and the engine compresses every archive it sends.
 _IDENTITY = {"Accept-Encoding": "identity"}
 _BLOCK = 512
+
+
+log = logging.getLogger("sandport.docker")
 
 
 class ContainerGone(Exception):
@@ -142,6 +148,12 @@ def _archive_url(api: Any, container: str) -> str:
     return url
 
 
+def _query(path: str) -> dict[str, bytes]:
+    """The archive endpoints' query: the path as bytes, so that requests percent-encodes a
+    name that is not UTF-8 byte for byte (a ``str`` with surrogates cannot be encoded)."""
+    return {"path": os.fsencode(path)}
+
+
 def _raise_for(exc: Any, path: str) -> None:
     """Turn an APIError from the archive endpoints into the error a filesystem would raise."""
     text = api_error_text(exc)
@@ -161,7 +173,7 @@ def _raise_for(exc: Any, path: str) -> None:
 
 def head(api: Any, container: str, path: str) -> PathStat | None:
     """Describe ``path`` without following a final symlink; None if nothing is there."""
-    response = api.head(_archive_url(api, container), params={"path": path})
+    response = api.head(_archive_url(api, container), params=_query(path))
     if response.status_code == 200:
         return PathStat.from_header(response.headers["X-Docker-Container-Path-Stat"])
     if response.status_code == 404:
@@ -181,11 +193,30 @@ def _check(api: Any, response: Any, path: str) -> None:
 def missing_reason(api: Any, container: str, path: str) -> None:
     """Ask the archive endpoint with GET and raise what it reports (``ContainerGone`` if
     the container is missing); return quietly if it reports nothing wrong."""
-    response = api._get(_archive_url(api, container), params={"path": path}, stream=True, headers=_IDENTITY)
+    response = api._get(_archive_url(api, container), params=_query(path), stream=True, headers=_IDENTITY)
     try:
         _check(api, response, path)
     finally:
         response.close()
+
+
+def _link_target(api: Any, container: str, path: str, found: PathStat) -> str:
+    """Where the symlink at ``path`` leads, for the next request to resolve further.
+
+    The engine reports the target resolved, but in a JSON header, where bytes that are not
+    UTF-8 become U+FFFD. Then the link's own text, from its archive (raw bytes), is joined to
+    the link's directory instead, and the engine resolves that."""
+    if "\ufffd" not in found.link_target:
+        return found.link_target
+    response = api._get(_archive_url(api, container), params=_query(path), stream=True, headers=_IDENTITY)
+    try:
+        _check(api, response, path)
+        member, _ = _first_member(response.iter_content(_STREAM_CHUNK, decode_unicode=False), path)
+    finally:
+        response.close()
+    if not member.issym():
+        raise ProviderError(NAME, f"{path}: the engine described a symlink but sent another kind of entry")
+    return posixpath.join(posixpath.dirname(path.rstrip("/")) or "/", member.linkname)
 
 
 def resolve(api: Any, container: str, path: str) -> tuple[str, PathStat | None]:
@@ -196,7 +227,7 @@ def resolve(api: Any, container: str, path: str) -> tuple[str, PathStat | None]:
         found = head(api, container, current)
         if found is None or not found.link_target:
             return current, found
-        current = found.link_target
+        current = _link_target(api, container, current, found)
     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
 
 
@@ -204,12 +235,12 @@ def get_file(api: Any, container: str, path: str, limit: int) -> bytes:
     """The content of a regular file (following symlinks)."""
     current = path
     for _ in range(_MAX_LINKS):
-        response = api._get(_archive_url(api, container), params={"path": current}, stream=True, headers=_IDENTITY)
+        response = api._get(_archive_url(api, container), params=_query(current), stream=True, headers=_IDENTITY)
         try:
             _check(api, response, path)
             found = PathStat.from_header(response.headers["X-Docker-Container-Path-Stat"])
             if found.link_target:
-                current = found.link_target
+                current = _link_target(api, container, current, found)
                 continue
             if found.type == "dir":
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
@@ -224,8 +255,8 @@ def get_file(api: Any, container: str, path: str, limit: int) -> bytes:
     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
 
 
-def _only_member(chunks: Iterator[bytes], path: str) -> bytes:
-    """The content of the single file in a tar stream, joined with one copy."""
+def _first_member(chunks: Iterator[bytes], path: str) -> tuple[tarfile.TarInfo, bytes]:
+    """The first entry of a tar stream, and the bytes read so far (at least its header)."""
     head = b""
     for chunk in chunks:
         head += chunk
@@ -238,6 +269,12 @@ def _only_member(chunks: Iterator[bytes], path: str) -> bytes:
             raise ProviderError(NAME, f"{path}: the engine sent a broken archive ({exc})") from None
     if member is None:
         raise ProviderError(NAME, f"{path}: the engine sent an empty archive")
+    return member, head
+
+
+def _only_member(chunks: Iterator[bytes], path: str) -> bytes:
+    """The content of the single file in a tar stream, joined with one copy."""
+    member, head = _first_member(chunks, path)
     if not member.isfile():
         raise _not_regular(path)
     parts, left = [], member.size
@@ -261,7 +298,7 @@ def _not_regular(path: str) -> OSError:
 def put(api: Any, container: str, directory: str, data: bytes | Iterator[bytes]) -> None:
     """Extract a tar stream into ``directory`` (which must exist). No read timeout: the
     engine answers only once it has unpacked everything, however long that takes."""
-    response = api._put(_archive_url(api, container), params={"path": directory}, data=data, timeout=None)
+    response = api._put(_archive_url(api, container), params=_query(directory), data=data, timeout=None)
     try:
         _check(api, response, directory)
     finally:
@@ -334,16 +371,16 @@ def _ustar(name: bytes, mode: int, owner: Owner, size: int, mtime: int, kind: by
 
 def tree_tar(source: Path, arcname: str, owner: Owner, *, chunk: int = 256 * 1024) -> Iterator[bytes]:
     """Stream a local file or directory tree as a tar archive, entries named under
-    ``arcname``; modes and symlinks kept (hard links become copies), ownership set to
-    ``owner``. Pieces are yielded as they are built, so the engine unpacks while the rest
-    is still being read."""
+    ``arcname``; permission bits (without setuid, setgid and sticky) and symlinks kept (hard
+    links become copies), ownership set to ``owner``. Pieces are yielded as they are built,
+    so the engine unpacks while the rest is still being read."""
     parts: list[bytes] = []
     pending = 0
 
     def entry(path: str, name: str) -> None:
         nonlocal pending
         st = os.lstat(path)
-        mode, mtime = stat_module.S_IMODE(st.st_mode), int(st.st_mtime)
+        mode, mtime = st.st_mode & 0o777, int(st.st_mtime)
         link = b""
         if stat_module.S_ISDIR(st.st_mode):
             kind, size, name = tarfile.DIRTYPE, 0, name + "/"
@@ -420,55 +457,44 @@ class _ChunkReader(io.RawIOBase):
 def untar_to(api: Any, container: str, path: str, target: Path) -> None:
     """Download ``path`` (a file or a tree) from the container to ``target``.
 
-    Members are renamed from the archive's top name to ``target``; modes are kept (less
-    setuid/setgid), files are owned by whoever runs this. Skipped: names that would leave
-    ``target``, links pointing outside the copied tree, and device files.
+    Written through :class:`~sandport.hostfiles.HostTree`: nothing outside ``target`` or
+    through a symlink already there, no setuid, setgid or sticky bit, symlinks only where
+    they resolve inside ``target`` on this host, hard links only within the download.
+    Members are taken relative to the archive's top entry; devices and FIFOs are skipped, and
+    so are names with ``..`` (logged). Files belong to whoever runs this.
     """
     try:
-        chunks, _ = api.get_archive(container, path, chunk_size=_STREAM_CHUNK)
+        chunks, _ = api.get_archive(container, os.fsencode(path), chunk_size=_STREAM_CHUNK)
     except docker_errors.APIError as exc:
         _raise_for(exc, path)
         raise
-    target = target.absolute()
     top: str | None = None
-    directories: list[tuple[str, int, float]] = []
     reader = io.BufferedReader(_ChunkReader(iter(chunks)), buffer_size=_STREAM_CHUNK)
-    with tarfile.open(fileobj=reader, mode="r|") as tar:
+    with tarfile.open(fileobj=reader, mode="r|") as tar, HostTree(target) as tree:
         for member in tar:
             head_name, _, rel = member.name.rstrip("/").partition("/")
-            if top is None:
-                top = head_name
-            if head_name != top or member.isdev() or ".." in rel.split("/") or rel.startswith("/"):
+            top = head_name if top is None else top
+            if head_name != top:
                 continue
-            member.name = posixpath.join(target.name, rel) if rel else target.name
-            if member.islnk():  # hard link names are archive paths too
-                link_top, _, link_rest = member.linkname.partition("/")
-                if link_top != top or ".." in link_rest.split("/"):
-                    continue
-                member.linkname = posixpath.join(target.name, link_rest) if link_rest else target.name
-            elif member.issym() and not _inside(member, target.name):
-                continue  # a link out of the copied tree is not recreated here
-            member.mode &= 0o1777
-            member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if member.isdir():  # modes last, so that a read-only directory can still be filled
-                directories.append((member.name, member.mode, member.mtime))
-                os.makedirs(target.parent / member.name, exist_ok=True)
-                continue
-            tar.extract(member, str(target.parent), set_attrs=True, filter="fully_trusted")
-    for name, mode, mtime in reversed(directories):
-        where = target.parent / name
-        os.chmod(where, mode)
-        os.utime(where, (mtime, mtime))
+            try:
+                _extract(tar, tree, member, rel, top)
+            except ValueError as exc:
+                log.warning("skipped %r from the archive of %s: %s", member.name, path, exc)
 
 
-def _inside(member: tarfile.TarInfo, top: str) -> bool:
-    """Whether a link member points inside the tree rooted at ``top`` (names relative)."""
-    if member.linkname.startswith("/"):
-        return False
-    base = posixpath.dirname(member.name) if member.issym() else ""
-    dest = posixpath.normpath(posixpath.join(base, member.linkname))
-    return dest == top or dest.startswith(top + "/")
+def _extract(tar: tarfile.TarFile, tree: HostTree, member: tarfile.TarInfo, rel: str, top: str) -> None:
+    if member.isdir():
+        tree.mkdir(rel, member.mode, member.mtime)
+    elif member.isreg():
+        data = tar.extractfile(member)
+        assert data is not None
+        tree.write(rel, data, member.mode, member.mtime)
+    elif member.issym():
+        tree.symlink(rel, member.linkname)
+    elif member.islnk():  # hard link names are archive paths too
+        link_top, _, link_rel = member.linkname.rstrip("/").partition("/")
+        if link_top == top:
+            tree.hardlink(rel, link_rel)
 
 
 # -- scripts run through exec --------------------------------------------------------------
@@ -479,7 +505,7 @@ def _inside(member: tarfile.TarInfo, top: str) -> bool:
 LIST_SCRIPT = r"""
 [ -e "$1" ] || exit 2
 [ -d "$1" ] || exit 20
-cd -P -- "$1" 2>/dev/null || exit 13
+cd -P -- "$1" 2>&- || exit 13
 dir=$PWD
 set --
 for f in .* *; do
@@ -498,7 +524,7 @@ REMOVE_SCRIPT = r"""
 [ -e "$1" ] || [ -L "$1" ] || exit 2
 if [ -d "$1" ] && [ ! -L "$1" ]; then
   if [ "$2" = 1 ]; then exec rm -rf -- "$1"; fi
-  rmdir -- "$1" 2>/dev/null && exit 0
+  rmdir -- "$1" 2>&- && exit 0
   for f in "$1"/* "$1"/.*; do
     case ${f##*/} in .|..) continue ;; esac
     [ -e "$f" ] || [ -L "$f" ] && exit 39

@@ -13,7 +13,10 @@ it alive; every command is an exec instance. The container gets:
   picks; ``SandboxInfo.ports`` says where;
 - ``env`` in the container's config, but ``secrets`` only in each exec's environment and in
   a root-only file on a tmpfs (so that ``connect`` from another process finds them): they
-  never appear in ``docker inspect``, in ``docker commit`` snapshots or in image layers;
+  never appear in ``docker inspect``, in ``docker commit`` snapshots or in image layers. The
+  sandbox may rewrite that file, so the host seals it (see :mod:`sandport_docker.secretstore`)
+  and a connected sandbox injects its content only if it still matches, loading it at the
+  first command: ``connect`` and ``terminate`` never read it;
 - commands run as ``spec.user`` (else the image's ``USER``); the container itself runs as
   root so that sandport's own helpers keep the few capabilities they need;
 - optionally a read-only root file system, with the workdir and ``/tmp`` on volumes;
@@ -41,7 +44,7 @@ from sandport.capabilities import Capability
 from sandport.errors import CapabilityNotSupported, ProviderError, ProviderUnavailable, SandboxGone, SandboxNotFound
 from sandport.models import SandboxInfo, SandboxSpec, SnapshotRef
 from sandport.provider import LABEL_CREATED, LABEL_OWNER, Availability, Provider, restored_spec
-from sandport_docker import files
+from sandport_docker import files, secretstore
 from sandport_docker.config import BASE_CAPABILITIES, DEFAULT_PIDS, DockerConfig
 from sandport_docker.engine import NAME, Engine, api_error_text, docker_errors, docker_module
 from sandport_docker.sandbox import (
@@ -183,7 +186,7 @@ class DockerProvider(Provider):
         spec = spec.model_copy(update={"image": image})
         labels = {**spec.labels, LABEL_SPEC: _spec_label(spec)}
         if spec.secrets:
-            labels[LABEL_SECRETS] = "1"
+            labels[LABEL_SECRETS] = secretstore.seal(secretstore.encode(spec.secret_env()))
         seconds = _FOREVER if spec.lifetime is None else max(1, math.ceil(spec.lifetime))
 
         def create(api: Any) -> tuple[str, str]:
@@ -253,12 +256,9 @@ class DockerProvider(Provider):
         created = _created_at(spec.labels)
         sandbox = DockerSandbox(self, str(data["Id"]), spec, options, created, labels.get(LABEL_USER, ""))
         sandbox._paused = bool(state.get("Paused"))
-        if LABEL_SECRETS in labels:
-            secret_values = await sandbox._load_secrets()
-            sandbox.spec = spec.model_copy(
-                update={"secrets": SandboxSpec.model_validate({"secrets": secret_values}).secrets}
-            )
-            sandbox._redactor = type(sandbox._redactor)(secret_values.values())
+        # Loaded (and checked against this seal) at the first command, not here: a sandbox
+        # that broke its secrets file must still be connectable, if only to terminate it.
+        sandbox._sealed_secrets = labels.get(LABEL_SECRETS)
         return sandbox
 
     async def _list(self, labels: dict[str, str]) -> builtins.list[SandboxInfo]:

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import posixpath
 import secrets as secrets_module
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
+from sandport.audit import Redactor
 from sandport.errors import ProviderError, SandboxGone
 from sandport.models import ExecResult, FileInfo, SandboxInfo, SandboxSpec, SnapshotRef
-from sandport.sandbox import Sandbox
-from sandport_docker import files
+from sandport.process import Process
+from sandport.sandbox import Command, Sandbox
+from sandport.shell import Shell
+from sandport_docker import files, secretstore, userfiles
 from sandport_docker.config import DockerConfig
 from sandport_docker.engine import NAME, ExecStartError, api_error_text, docker_errors, status_of
 from sandport_docker.files import ContainerGone, Owner
-from sandport_docker.helper import HelperResult, HelperSession
-from sandport_docker.process import KILL_SCRIPT, DockerProcess, wrap
+from sandport_docker.helper import ENV, HelperResult, HelperSession
+from sandport_docker.process import KILL_SCRIPT, MARKER, DockerProcess, StartRefused, wrap
+from sandport_docker.secretstore import LABEL_SECRETS, SECRETS_DIR
 
 if TYPE_CHECKING:
     from sandport_docker.provider import DockerProvider
@@ -42,8 +45,6 @@ T = TypeVar("T")
 
 #: The spec (without secrets) as JSON, so that another process can ``connect``.
 LABEL_SPEC = "sandport.spec"
-#: Present when the sandbox has secrets (kept in a root-only tmpfs file, never in the config).
-LABEL_SECRETS = "sandport.secrets"
 #: The user commands run as by default (``spec.user``, else the image's USER), when not root.
 #: The container itself runs as root: with ``no-new-privileges`` an exec as root in a
 #: container created for another user would get no capabilities at all, and sandport's
@@ -52,9 +53,16 @@ LABEL_USER = "sandport.user"
 #: On snapshot images: the id of the sandbox they were taken from.
 LABEL_SNAPSHOT = "sandport.snapshot"
 SNAPSHOT_REPOSITORY = "sandport-snapshot"
-SECRETS_DIR = "/run/sandport"
-SECRETS_FILE = f"{SECRETS_DIR}/secrets.json"
 _ROOT = "0"  # helpers run as uid 0, whatever the sandbox's default user is
+#: Engine errors at exec start that say the sandbox is broken rather than going away: no
+#: need to wait for the engine to report the container stopped.
+_STABLE_START_ERRORS = (
+    "/dev/null",
+    "unable to find user",
+    "no matching entries in passwd",
+    "executable file not found",
+    "resource temporarily unavailable",
+)
 
 
 def _spec_label(spec: SandboxSpec) -> str:
@@ -89,8 +97,13 @@ class DockerSandbox(Sandbox):
         self._engine = provider.engine
         self._owner: Owner | None = None
         self._session = HelperSession(self)
+        #: For a non-root default user: the session its file operations run in.
+        self._user_session = HelperSession(self, user=default_user)
         self._paused = False
         self._removed_here = False  # terminate() was called on this object
+        #: The seal of secrets stored in the container and not loaded yet (after connect).
+        self._sealed_secrets: str | None = None
+        self._secrets_lock = anyio.Lock()
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -152,12 +165,22 @@ class DockerSandbox(Sandbox):
     async def _spawn(
         self, argv: list[str], *, cwd: str, env: dict[str, str], user: str | None, stdin: bool
     ) -> DockerProcess:
+        """Start ``argv`` under the wrapper as ``user`` (default: the sandbox's user).
+
+        Raises:
+            SandboxGone: the container is gone or going away.
+            ProviderError: the engine could not start the process (its message attached).
+            FileNotFoundError, NotADirectoryError, PermissionError: about ``cwd``.
+        """
         command = wrap(argv, cwd)
+        user = user or self.default_user
+        token = secrets_module.token_hex(8)
+        environment = {**env, MARKER: token}
 
         def create(api: Any) -> str:
             result = api.exec_create(
                 self.container_id, command, stdout=True, stderr=True, stdin=stdin, tty=False,
-                environment=env, user=user or self.default_user,
+                environment=environment, user=user,
             )  # fmt: skip
             return str(result["Id"])
 
@@ -171,14 +194,37 @@ class DockerSandbox(Sandbox):
             raise self._exec_refused(exc.status, exc.message) from None
         process = DockerProcess(
             self, exec_id, stream, pending, cwd=cwd, stdin=stdin,
-            max_output_bytes=self.spec.max_output_bytes, deadline=self._deadline(),
+            max_output_bytes=self.spec.max_output_bytes, deadline=self._deadline(), user=user, token=token,
         )  # fmt: skip
         try:
             await process._handshake()
+        except StartRefused as refused:
+            await process.aclose()
+            raise await self._start_refused(refused.text) from None
         except BaseException:
             await process.aclose()
             raise
         return process
+
+    async def _start_refused(self, text: str) -> Exception:
+        """The error for an exec the engine started without running the wrapper: the
+        container is going away (``SandboxGone``, once the engine admits it; it may still
+        call the container running for a moment) or cannot start processes
+        (``ProviderError`` with the engine's message: never the command's output)."""
+        stable = any(needle in text.lower() for needle in _STABLE_START_ERRORS)
+        for delay in (0.0,) if stable else (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.5):
+            await anyio.sleep(delay)
+            if self._removed_here:
+                return self._gone("it was terminated")
+            problem = await self._state_problem()
+            if problem:
+                return self._gone(problem)
+        hint = ""
+        if "/dev/null" in text:
+            hint = " (the sandbox removed /dev/null, which the container runtime needs to start any process)"
+        return ProviderError(
+            NAME, f"the engine could not start a process in sandbox {self.id}: {text or 'no reason given'}{hint}"
+        )
 
     async def _exec_exit_code(self, exec_id: str, *, killed_by_us: bool = False) -> int:
         """The exit status of a finished exec; ``SandboxGone`` if the container died."""
@@ -204,37 +250,80 @@ class DockerSandbox(Sandbox):
         if code >= 128 or code < 0:
             # Killed by a signal: by us, by the OOM killer, by the command itself, or with
             # the whole container (then the engine may take a moment to notice it stopped).
-            for attempt in range(1 if killed_by_us or code != 137 else 6):
-                if attempt:
-                    await anyio.sleep(0.1)
-                problem = await self._state_problem()
-                if problem and not self._removed_here:
-                    raise self._gone(problem)
+            problem = await self._state_problem()
+            if problem is None and not killed_by_us and (code == 137 or code < 0):
+                problem = await self._dying()
+            if problem and not self._removed_here:
+                raise self._gone(problem)
         return code
 
-    async def _kill_group(self, pid: int) -> None:
-        """Kill a process group and its descendants from a fresh exec (never queued behind a
-        helper job); if no process can be started (pids limit reached), from the helper
-        shell without forking."""
+    async def _dying(self) -> str | None:
+        """Why the container is going away, or None if it still runs commands. For a command
+        SIGKILLed by nobody in this process, while the engine still calls the container
+        running: a no-op job in the helper shell settles it (a dying container runs none)."""
         try:
-            process = await self._spawn(["/bin/sh", "-c", KILL_SCRIPT, "sh", str(pid)], cwd="/", env={}, user=_ROOT,
-                                        stdin=False)  # fmt: skip
-            await process.wait()
-            if process.pid is not None:
-                return
+            with anyio.fail_after(10):
+                await self._session.run(":")
+            return None
+        except SandboxGone:
+            return await self._state_problem() or "its container is going away"
+        except (ProviderError, TimeoutError):
+            for _ in range(15):
+                await anyio.sleep(0.2)
+                problem = await self._state_problem()
+                if problem:
+                    return problem
+            return None
+
+    async def _kill_group(self, pid: int, token: str, user: str) -> None:
+        """Kill a command's session, process group, descendants and every process carrying
+        its marker ``token`` (see :data:`~sandport_docker.process.KILL_SCRIPT`), from a fresh
+        exec as the command's ``user`` (never queued behind a helper job); if no process can
+        be started (pids limit reached), from the root helper shell without forking."""
+        argv = ["/bin/sh", "-c", KILL_SCRIPT, "sh", str(pid), token]
+        try:
+            process = await self._spawn(argv, cwd="/", env=ENV, user=user or _ROOT, stdin=False)
+        except SandboxGone:
+            return
+        except ProviderError:
             if self._session.started:
-                await self._session.run(KILL_SCRIPT, str(pid), inline=True)
+                try:
+                    await self._session.run(KILL_SCRIPT, str(pid), token, inline=True)
+                except (SandboxGone, ProviderError):
+                    pass
+            return
+        try:
+            with anyio.move_on_after(30):
+                await process.wait()
         except (SandboxGone, ProviderError):
             pass
+        finally:
+            await process.aclose()
 
     def _refuse_if_paused(self) -> None:
         if self._paused:
             raise ProviderError(NAME, f"sandbox {self.id} is paused; resume() it first")
 
-    async def _helper(self, script: str, *args: str) -> HelperResult:
+    async def _helper(self, script: str, *args: str, limit: int | None = None) -> HelperResult:
         """Run a shell script as root in ``/`` in the sandbox's helper session."""
         self._refuse_if_paused()
-        return await self._session.run(script, *args)
+        if limit is None:
+            return await self._session.run(script, *args)
+        return await self._session.run(script, *args, limit=limit)
+
+    async def _as_user(self) -> bool:
+        """Whether file operations must run with the default user's rights (it is not root)."""
+        return (await self._file_owner()).uid != 0
+
+    async def _file_helper(self, script: str, *args: str, limit: int | None = None) -> HelperResult:
+        """Run a file operation's script with the rights of the sandbox's default user: as
+        root for a root sandbox, else in the session that runs as that user."""
+        if not await self._as_user():
+            return await self._helper(script, *args, limit=limit)
+        self._refuse_if_paused()
+        if limit is None:
+            return await self._user_session.run(script, *args)
+        return await self._user_session.run(script, *args, limit=limit)
 
     async def _start(self, argv: list[str], *, cwd: str, env: dict[str, str], user: str | None) -> DockerProcess:
         return await self._spawn(argv, cwd=cwd, env=env, user=user, stdin=True)
@@ -257,17 +346,79 @@ class DockerSandbox(Sandbox):
     # -- secrets -------------------------------------------------------------------------
 
     async def _store_secrets(self) -> None:
-        payload = json.dumps(self.spec.secret_env())
-        result = await self._helper(f'umask 077 && printf %s "$1" > {SECRETS_FILE}', payload)
+        """Write the secrets to the container's root-only tmpfs, for ``connect`` from another
+        process; the provider sealed the same bytes (:func:`secretstore.encode`) at create."""
+        payload = secretstore.encode(self.spec.secret_env()).decode()
+        result = await self._helper(secretstore.STORE_SCRIPT, payload)
         if result.exit_code != 0:
             raise ProviderError(NAME, f"could not store the secrets in {self.id}: {result.stderr_text.strip()}")
 
-    async def _load_secrets(self) -> dict[str, str]:
-        result = await self._helper(f"cat {SECRETS_FILE}")
-        if result.exit_code != 0:
-            raise ProviderError(NAME, f"could not read the secrets of {self.id}: {result.stderr_text.strip()}")
-        data: dict[str, str] = json.loads(result.stdout)
-        return data
+    async def _ensure_secrets(self) -> None:
+        """Load the secrets a connected sandbox keeps, once, before the first command: read
+        (capped) from the container, injected and redacted only if they match the seal the
+        creating process recorded in the container's labels.
+
+        Raises:
+            SecretsTampered: they do not match (the sandbox rewrote them); every command
+                refuses to run until then, but ``terminate`` works.
+            ProviderError: they cannot be read.
+        """
+        if self._sealed_secrets is None:
+            return
+        self._check_alive()
+        async with self._secrets_lock:
+            seal = self._sealed_secrets
+            if seal is None:
+                return
+            try:
+                with anyio.fail_after(30):
+                    result = await self._helper(secretstore.READ_SCRIPT, limit=secretstore.MAX_SECRETS_BYTES)
+            except TimeoutError:
+                raise ProviderError(NAME, f"reading the secrets of {self.id} took too long") from None
+            if result.exit_code != 0:
+                raise ProviderError(
+                    NAME,
+                    f"could not read the secrets of {self.id} (exit {result.exit_code}): "
+                    f"{result.stderr_text.strip()[:300] or 'the file is missing or not a regular file'}",
+                )
+            values = secretstore.unseal(result.stdout, seal, self.id)
+            secrets = SandboxSpec.model_validate({"secrets": values}).secrets
+            self.spec = self.spec.model_copy(update={"secrets": secrets})
+            self._redactor = Redactor(values.values())
+            self._sealed_secrets = None
+
+    async def exec(
+        self,
+        cmd: Command,
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | str | None = None,
+        timeout: float | None = None,
+        user: str | None = None,
+        check: bool = False,
+    ) -> ExecResult:
+        """As :meth:`Sandbox.exec`; after ``connect``, the sandbox's secrets are loaded and
+        verified first (:meth:`_ensure_secrets`)."""
+        await self._ensure_secrets()
+        return await super().exec(cmd, cwd=cwd, env=env, stdin=stdin, timeout=timeout, user=user, check=check)
+
+    async def start(
+        self,
+        cmd: Command,
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+    ) -> Process:
+        """As :meth:`Sandbox.start`, secrets loaded first as for :meth:`exec`."""
+        await self._ensure_secrets()
+        return await super().start(cmd, cwd=cwd, env=env, user=user)
+
+    async def open_shell(self) -> Shell:
+        """As :meth:`Sandbox.open_shell`, secrets loaded first as for :meth:`exec`."""
+        await self._ensure_secrets()
+        return await super().open_shell()
 
     # -- files ---------------------------------------------------------------------------
 
@@ -278,9 +429,14 @@ class DockerSandbox(Sandbox):
         return self._owner
 
     async def _read_file(self, path: str) -> bytes:
+        if await self._as_user():
+            return await userfiles.read_file(self, path, self.spec.max_file_bytes)
         return await self._call(lambda api: files.get_file(api, self.container_id, path, self.spec.max_file_bytes))
 
     async def _stat(self, path: str) -> FileInfo:
+        if await self._as_user():
+            return await userfiles.stat(self, path)
+
         def stat(api: Any) -> FileInfo:
             real, found = files.resolve(api, self.container_id, path)
             if found is None:
@@ -295,6 +451,8 @@ class DockerSandbox(Sandbox):
         """Written under a temporary name next to the target, then renamed over it: readers
         see the old file or the new one, never a part."""
         self._refuse_if_paused()
+        if await self._as_user():
+            return await userfiles.write_file(self, path, data, mode=mode, parents=parents)
         owner = await self._file_owner()
         cid = self.container_id
         temp = f".sandport-{secrets_module.token_hex(6)}.tmp"
@@ -331,6 +489,8 @@ class DockerSandbox(Sandbox):
         _raise_for_helper(result, path)
 
     async def _mkdir(self, path: str, *, parents: bool, exist_ok: bool) -> None:
+        if await self._as_user():
+            return await userfiles.mkdir(self, path, parents=parents, exist_ok=exist_ok)
         owner = await self._file_owner()
         cid = self.container_id
 
@@ -351,18 +511,22 @@ class DockerSandbox(Sandbox):
         await self._call(mkdir)
 
     async def _list_dir(self, path: str) -> list[FileInfo]:
-        result = await self._helper(files.LIST_SCRIPT, path)
+        result = await self._file_helper(files.LIST_SCRIPT, path)
         _raise_for_helper(result, path)
         return files.parse_listing(result.stdout, path)
 
     async def _remove(self, path: str, *, recursive: bool) -> None:
-        result = await self._helper(files.REMOVE_SCRIPT, path, "1" if recursive else "0")
+        result = await self._file_helper(files.REMOVE_SCRIPT, path, "1" if recursive else "0")
         _raise_for_helper(result, path)
 
     async def _upload(self, source: Path, target: str) -> None:
+        if await self._as_user():
+            return await userfiles.upload(self, source, target)
         owner = await self._file_owner()
         cid = self.container_id
         real, found = await self._call(lambda api: files.resolve(api, cid, target))
+        if found is not None and found.type == "dir" and not source.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), target)  # as on local: nothing changed
         if found is not None and (found.type == "dir" or source.is_dir()):
             await self._remove(real, recursive=True)  # "created or replaced", never merged
         parent, name = posixpath.split(real)
@@ -377,6 +541,8 @@ class DockerSandbox(Sandbox):
         await self._call(upload)
 
     async def _download(self, source: str, target: Path) -> None:
+        if await self._as_user():
+            return await userfiles.download(self, source, target)
         cid = self.container_id
 
         def download(api: Any) -> None:
@@ -477,6 +643,7 @@ class DockerSandbox(Sandbox):
     async def _terminate(self) -> None:
         self._removed_here = True
         await self._session.close()
+        await self._user_session.close()
 
         def remove(api: Any) -> None:
             try:
