@@ -346,3 +346,107 @@ async def test_a_sandbox_held_elsewhere_sees_a_teardown_at_once(provider: LocalP
     await sandbox.terminate()
     with pytest.raises(SandboxGone):
         await held.exec("true")
+
+
+# -- the walking machinery, host-side ------------------------------------------------------
+
+
+def _chain(top: Path, depth: int) -> Path:
+    """``top/d/d/.../d`` (``depth`` levels) with a file ``leaf`` at the bottom, made
+    through directory fds (the path is too long for the kernel to take whole)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    leaf = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(leaf, b"deep")
+    os.close(leaf)
+    os.close(fd)
+    return top
+
+
+def test_deep_trees_need_few_file_descriptors(tmp_path: Path) -> None:
+    import resource
+
+    from sandport.local.snapshots import pack, unpack
+    from sandport.local.tree import remove_tree
+
+    source = tmp_path / "fs"
+    (source / "tmp").mkdir(parents=True)
+    (source / "work").mkdir()
+    _chain(source / "work", DEPTH)
+    (tmp_path / "out").mkdir()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 100, hard))  # far fewer than DEPTH
+    try:
+        pack(source, tmp_path / "deep.tar")
+        unpack(tmp_path / "deep.tar", tmp_path / "out")
+        remove_tree(tmp_path / "out" / "work")
+        remove_tree(source)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert os.listdir(tmp_path / "out") == ["tmp"]
+    assert not source.exists()
+
+
+def test_dir_stack_goes_up_only_into_the_directories_it_came_down(tmp_path: Path) -> None:
+    from sandport.local.tree import KEEP_OPEN, DirStack, open_dir
+
+    def level(k: int) -> Path:
+        return tmp_path.joinpath(*["d"] * k)
+
+    depth = KEEP_OPEN + 10  # levels 1..10 are closed once at the bottom
+    _chain(tmp_path, depth)
+    with DirStack(open_dir(tmp_path), None) as stack:
+        for _ in range(depth):
+            stack.push("d", None)
+        level4 = level(4).stat()
+        # Level 11 leaves level 10 (so ".." from it leads elsewhere), and level 5 is renamed
+        # (so level 10 cannot be found by name either): the stack must be cut at level 4.
+        level(11).rename(tmp_path / "moved")
+        level(5).rename(level(4) / "renamed")
+        while stack.depth > 11:
+            assert stack.pop()
+        assert not stack.pop()
+        assert stack.depth == 4
+        assert os.path.samestat(os.fstat(stack.fd), level4)
+    (level(4) / "renamed").rename(level(5))
+    (tmp_path / "moved").rename(level(11))
+    # Moved away and back: the very same directories, so nothing is cut.
+    with DirStack(open_dir(tmp_path), None) as stack:
+        for _ in range(depth):
+            stack.push("d", None)
+        (tmp_path / "d").rename(tmp_path / "away")
+        (tmp_path / "away").rename(tmp_path / "d")
+        while stack.depth:
+            assert stack.pop()
+
+
+async def test_restore_reads_archives_of_the_previous_format(provider: LocalProvider, tmp_path: Path) -> None:
+    """Snapshots written before this change (``tarfile.add`` of the whole ``fs`` tree) restore."""
+    source = tmp_path / "old" / "fs"
+    (source / "work" / "sub").mkdir(parents=True)
+    (source / "tmp").mkdir()
+    (source / "tmp").chmod(0o1777)
+    (source / "work" / "sub" / "a.txt").write_text("A")
+    os.link(source / "work" / "sub" / "a.txt", source / "work" / "b.txt")
+    (source / "work" / "abs").symlink_to("/etc/passwd")
+    os.mkfifo(source / "work" / "pipe")
+    snapshot_id = "snap-" + secrets.token_hex(6)
+    store = provider.root / "snapshots"
+    store.mkdir(parents=True)
+    with tarfile.open(store / f"{snapshot_id}.tar", "w") as tar:
+        tar.add(source, arcname="fs")
+    (store / f"{snapshot_id}.json").write_text(_spec_json())
+    restored = await provider.restore(SnapshotRef(provider="local", id=snapshot_id))
+    try:
+        assert await restored.read_file("sub/a.txt") == b"A"
+        assert await restored.read_file("b.txt") == b"A"
+        assert (await restored.exec(["readlink", "abs"])).stdout == b"/etc/passwd\n"
+        assert not await restored.exists("pipe")
+        assert (await restored.exec(["stat", "-c", "%a", "/tmp"])).stdout == b"1777\n"
+    finally:
+        await restored.terminate()

@@ -591,7 +591,10 @@ class LocalSandbox(Sandbox):
             with contextlib.suppress(FileNotFoundError):
                 remove_tree(staging)
             raise
-        remove_tree(replaced)
+        try:
+            remove_tree(replaced)
+        except OSError as exc:  # the restore is done; terminate removes what is left
+            log.warning("could not remove %s (%s)", replaced, exc)
 
     def _describe(self) -> SandboxInfo:
         return SandboxInfo(
