@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
+import anyio
 import pytest
 
-from sandport.hostfiles import HostTree, copy_tree, remove_tree
+from sandport.hostfiles import HostTree, copy_tree
+from sandport.models import FileInfo, SandboxInfo, SandboxSpec
+from sandport.process import Process
+from sandport.sandbox import Sandbox
 from sandport.testing._support import Canary
 
 
@@ -157,7 +166,7 @@ def deep(root: Path, depth: int) -> Path:
     return root.joinpath(*["d"] * depth, "leaf.txt")
 
 
-def test_deep_trees_copy_and_remove_without_recursion(tmp_path: Path) -> None:
+def test_deep_trees_copy_without_recursion(tmp_path: Path) -> None:
     source = tmp_path / "source"
     source.mkdir()
     deep(source, 1200)
@@ -166,27 +175,77 @@ def test_deep_trees_copy_and_remove_without_recursion(tmp_path: Path) -> None:
     fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
     try:
         copy_tree(fd, tmp_path / "copy")
+        assert tmp_path.joinpath("copy", *["d"] * 1200, "leaf.txt").read_bytes() == b"bottom\n"
+        assert os.readlink(tmp_path / "copy" / "link") == "d/d" and not (tmp_path / "copy" / "out").exists()
     finally:
         os.close(fd)
-    assert tmp_path.joinpath("copy", *["d"] * 1200, "leaf.txt").read_bytes() == b"bottom\n"
-    assert os.readlink(tmp_path / "copy" / "link") == "d/d" and not (tmp_path / "copy" / "out").exists()
-    parent = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        remove_tree(parent, "copy")
-        remove_tree(parent, "source")
-    finally:
-        os.close(parent)
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+        subprocess.run(["rm", "-rf", str(source), str(tmp_path / "copy")], check=True)  # rmtree recurses
 
 
-def test_remove_tree_does_not_follow_links(tmp_path: Path) -> None:
-    canary = Canary(tmp_path / "host")
-    (tmp_path / "tree" / "sub").mkdir(parents=True)
-    (tmp_path / "tree" / "sub" / "dirlink").symlink_to(canary.dir)
-    (tmp_path / "tree" / "filelink").symlink_to(canary.file)
-    parent = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+class DictSandbox(Sandbox):
+    """Just enough of a sandbox for the core's default ``_download``: paths to bytes (a
+    file, mode 0o4755) or None (a directory, mode 0o1777)."""
+
+    def __init__(self, entries: dict[str, bytes | None]) -> None:
+        super().__init__(cast(Any, SimpleNamespace(name="dict")), "dict", SandboxSpec())
+        self.entries = entries
+
+    def _info_of(self, path: str) -> FileInfo:
+        if path not in self.entries:
+            raise FileNotFoundError(path)
+        data, name, mtime = self.entries[path], posixpath.basename(path), datetime.fromtimestamp(0, UTC)
+        if data is None:
+            return FileInfo(path=path, name=name, type="dir", size=0, mode=0o1777, mtime=mtime)
+        return FileInfo(path=path, name=name, type="file", size=len(data), mode=0o4755, mtime=mtime)
+
+    async def _stat(self, path: str) -> FileInfo:
+        return self._info_of(path)
+
+    async def _list_dir(self, path: str) -> list[FileInfo]:
+        return [self._info_of(p) for p in self.entries if posixpath.dirname(p) == path and p != path]
+
+    async def _read_file(self, path: str) -> bytes:
+        data = self.entries[path]
+        assert data is not None
+        return data
+
+    async def _start(self, argv: list[str], *, cwd: str, env: dict[str, str], user: str | None) -> Process:
+        raise NotImplementedError
+
+    async def _write_file(self, path: str, data: bytes, *, mode: int | None, parents: bool) -> None:
+        raise NotImplementedError
+
+    async def _mkdir(self, path: str, *, parents: bool, exist_ok: bool) -> None:
+        raise NotImplementedError
+
+    async def _remove(self, path: str, *, recursive: bool) -> None:
+        raise NotImplementedError
+
+    async def _info(self) -> SandboxInfo:
+        raise NotImplementedError
+
+    async def _terminate(self) -> None:
+        raise NotImplementedError
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_core_default_download_is_iterative_and_safe(tmp_path: Path, anyio_backend: str) -> None:
+    entries: dict[str, bytes | None] = {"/t": None}
+    path = "/t"
+    for _ in range(1200):
+        path += "/d"
+        entries[path] = None
+    entries[path + "/leaf"] = b"bottom"
+    entries["/t/suid"] = b"#!/bin/sh\n"
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "suid").symlink_to(tmp_path / "victim")
     try:
-        remove_tree(parent, "tree")
+        await DictSandbox(entries)._download("/t", dest)
+        assert dest.joinpath(*["d"] * 1200, "leaf").read_bytes() == b"bottom"
+        assert not (tmp_path / "victim").exists(), "the download wrote through a symlink"
+        assert stat.S_IMODE((dest / "suid").lstat().st_mode) == 0o755
+        assert stat.S_IMODE(dest.stat().st_mode) == 0o777
     finally:
-        os.close(parent)
-    assert canary.intact() and not (tmp_path / "tree").exists()
+        await anyio.run_process(["rm", "-rf", str(dest)])

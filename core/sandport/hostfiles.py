@@ -22,10 +22,9 @@ materialises such a tree below a destination the caller picked, and guarantees:
 - Directory modes and times are set last, deepest first, so a read-only directory can
   still be filled.
 
-:func:`copy_tree` copies an open file or directory (from a sandbox's files on this host)
-into a :class:`HostTree` without following anything below it; :func:`remove_tree` removes
-a directory tree below a directory fd, never following a symlink. Both work at any depth
-with a bounded number of open file descriptors.
+:func:`copy_tree` copies an open file or directory (a sandbox's files on this host) into a
+:class:`HostTree` without following anything below it. Both work at any depth with a
+bounded number of open file descriptors.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-__all__ = ["HostTree", "copy_tree", "remove_tree"]
+__all__ = ["HostTree", "copy_tree"]
 
 log = logging.getLogger("sandport.hostfiles")
 
@@ -70,7 +69,7 @@ class _Dirs:
     ``O_NOFOLLOW``. The most recently used few stay open, so walking a deep tree costs one
     ``open`` per directory and never runs out of file descriptors.
 
-    ``get`` returns a borrowed fd: valid until the next ``get`` or ``forget``.
+    ``get`` returns a borrowed fd: valid until the next ``get``.
     """
 
     def __init__(self, root: int, flags: int) -> None:
@@ -101,11 +100,6 @@ class _Dirs:
             if len(self._open) > _KEEP_OPEN:
                 os.close(self._open.popitem(last=False)[1])
         return fd
-
-    def forget(self, parts: Parts) -> None:
-        fd = self._open.pop(parts, None)
-        if fd is not None:
-            os.close(fd)
 
     def close(self) -> None:
         while self._open:
@@ -485,35 +479,3 @@ def _copy_entry(tree: HostTree, dir_fd: int, entry: os.DirEntry[str], rel: str) 
         if exc.errno != errno.ELOOP:  # swapped for a symlink after the stat
             raise
     return False
-
-
-def remove_tree(dir_fd: int, name: str) -> None:
-    """Remove the directory ``name`` in ``dir_fd`` and everything in it, at any depth,
-    never following a symlink (a symlink is removed, not its target)."""
-    dirs = _Dirs(dir_fd, os.O_RDONLY)
-    try:
-        pending: list[Parts] = [(name,)]
-        while pending:
-            parts = pending[-1]
-            fd = dirs.get(parts)
-            subdirs = []
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        subdirs.append((*parts, entry.name))
-                        continue
-                    try:
-                        os.unlink(entry.name, dir_fd=fd)
-                    except FileNotFoundError:
-                        pass
-            if subdirs:
-                pending.extend(subdirs)  # revisited (then empty of directories) once they are gone
-                continue
-            pending.pop()
-            dirs.forget(parts)
-            try:
-                os.rmdir(parts[-1], dir_fd=dirs.get(parts[:-1]))
-            except FileNotFoundError:
-                pass
-    finally:
-        dirs.close()

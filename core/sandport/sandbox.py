@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import stat as stat_module
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -35,6 +34,7 @@ from sandport.errors import (
     ProviderError,
     SandboxGone,
 )
+from sandport.hostfiles import HostTree
 from sandport.models import ExecResult, FileInfo, SandboxInfo, SandboxSpec, SnapshotRef
 from sandport.process import Process
 
@@ -48,6 +48,13 @@ Command = str | Sequence[str]
 _CHUNK = 1024 * 1024
 # What writing to a command's stdin raises once the command stopped reading.
 _STDIN_CLOSED = (BrokenPipeError, ConnectionResetError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+
+def _without_trailing(path: str) -> str:
+    """``path`` without trailing ``/`` and ``/.``, so that it names a symlink itself."""
+    while path != "/" and path.endswith(("/", "/.")):
+        path = path[:-1] if path.endswith("/") else path[:-2]
+    return path or "/"
 
 
 @contextmanager
@@ -320,11 +327,14 @@ class Sandbox(ABC):
     async def remove(self, path: str | Path, *, recursive: bool = False) -> None:
         """Remove a file, a symlink (not its target) or, with ``recursive``, a directory tree.
 
+        A trailing ``/`` or ``/.`` does not make a symlink mean its target: ``remove("lnk/",
+        recursive=True)`` removes the link ``lnk`` and leaves what it points to.
+
         Raises:
             FileNotFoundError: nothing at ``path``.
             IsADirectoryError: ``path`` is a non-empty directory and ``recursive`` is false.
         """
-        target = self._abs(path)
+        target = _without_trailing(self._abs(path))
         if posixpath.normpath(target) == "/":
             raise PermissionError("refusing to remove the sandbox's root directory")
         async with self._operation("remove", path=target, recursive=recursive):
@@ -332,11 +342,13 @@ class Sandbox(ABC):
 
     async def upload(self, local: str | Path, remote: str | Path) -> None:
         """Copy a local file or directory tree to ``remote`` (created or replaced), as one
-        transfer where the provider supports it. Modes are kept; symlinks are copied as
-        symlinks.
+        transfer where the provider supports it. Permission bits are kept, without setuid,
+        setgid and sticky; symlinks are copied as symlinks.
 
         Raises:
             FileNotFoundError: ``local`` does not exist.
+            IsADirectoryError: ``local`` is a file and ``remote`` is a directory (nothing
+                is changed).
         """
         source = Path(local)
         if not source.exists() and not source.is_symlink():
@@ -348,7 +360,10 @@ class Sandbox(ABC):
     async def download(self, remote: str | Path, local: str | Path) -> None:
         """Copy a file or directory tree from the sandbox to ``local``.
 
-        Symlinks that point outside the copied tree are not recreated on the host.
+        The sandbox's content is not trusted (see :mod:`sandport.hostfiles`): nothing is
+        written outside ``local`` or through a symlink already there; permission bits are
+        kept without setuid, setgid and sticky; a symlink is recreated only if, resolved on
+        the host, it leads to somewhere inside ``local``.
 
         Raises:
             FileNotFoundError: nothing at ``remote``.
@@ -482,11 +497,11 @@ class Sandbox(ABC):
             await self._mkdir(target, parents=True, exist_ok=True)
             for child in sorted(source.iterdir()):
                 await self._upload(child, posixpath.join(target, child.name))
-            mode = stat_module.S_IMODE(source.stat().st_mode)
+            mode = source.stat().st_mode & 0o777
             if (await self._stat(target)).mode & 0o7777 != mode:
                 await self._chmod(target, mode)
         elif source.is_file():
-            mode = stat_module.S_IMODE(source.stat().st_mode)
+            mode = source.stat().st_mode & 0o777
             await self._write_file(target, source.read_bytes(), mode=mode, parents=True)
 
     async def _symlink(self, link: str, path: str) -> None:
@@ -505,18 +520,34 @@ class Sandbox(ABC):
             raise ProviderError(self.provider.name, f"{failure}: {result.stderr_text.strip()}")
 
     async def _download(self, source: str, target: Path) -> None:
-        """Default: walk with ``_stat``/``_list_dir`` and copy with ``_read_file``."""
+        """Default: walk the tree with ``_stat``/``_list_dir`` (without recursion, so any
+        depth works), copy files with ``_read_file`` and write them with
+        :class:`~sandport.hostfiles.HostTree`. Symlinks are not copied (the contract has no
+        way to read one); files and directories are."""
         info = await self._stat(source)
-        if info.is_dir:
-            target.mkdir(parents=True, exist_ok=True)
-            for entry in await self._list_dir(source):
-                if entry.type in ("file", "dir"):
-                    await self._download(posixpath.join(source, entry.name), target / entry.name)
-            target.chmod(info.mode & 0o777)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(await self._read_file(source))
-            target.chmod(info.mode & 0o777)
+        tree = HostTree(target)
+        host = anyio.to_thread.run_sync
+        try:
+            if not info.is_dir:
+                data = await self._read_file(source)
+                await host(tree.write, "", data, info.mode, info.mtime.timestamp())
+            else:
+                await host(tree.mkdir, "", info.mode, info.mtime.timestamp())
+                pending = [("", source)]
+                while pending:
+                    rel, directory = pending.pop()
+                    for entry in await self._list_dir(directory):
+                        child, path = posixpath.join(rel, entry.name), posixpath.join(directory, entry.name)
+                        if entry.type == "dir":
+                            await host(tree.mkdir, child, entry.mode, entry.mtime.timestamp())
+                            pending.append((child, path))
+                        elif entry.type == "file":
+                            data = await self._read_file(path)
+                            await host(tree.write, child, data, entry.mode, entry.mtime.timestamp())
+            await host(tree.close)
+        except BaseException:
+            tree.abort()
+            raise
 
     async def _snapshot(self) -> SnapshotRef:
         raise CapabilityNotSupported(self.provider.name, Capability.SNAPSHOT.value)

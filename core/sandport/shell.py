@@ -47,9 +47,11 @@ class SentinelFraming:
         self._pending = {"stdout": b"", "stderr": b""}
 
     def job(self, body: str) -> bytes:
-        """``body`` (shell source ending in a newline) followed by the two sentinels."""
+        """``body`` (shell source ending in a newline) followed by the two sentinels.
+        Surrogate-escaped characters (from ``os.fsdecode``) become their original bytes, so
+        file names that are not UTF-8 reach the shell intact."""
         out, err = self._markers["stdout"], self._markers["stderr"]
-        return f"{body}printf '\\n{out}%d\\n' \"$?\"; printf '\\n{err}\\n' >&2\n".encode()
+        return f"{body}printf '\\n{out}%d\\n' \"$?\"; printf '\\n{err}\\n' >&2\n".encode("utf-8", "surrogateescape")
 
     def reset(self) -> None:
         """Forget held-back output (after the shell was replaced)."""

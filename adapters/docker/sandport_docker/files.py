@@ -37,6 +37,7 @@ __all__ = [
     "LIST_SCRIPT",
     "REMOVE_SCRIPT",
     "ContainerGone",
+    "NotArchivable",
     "Owner",
     "PathStat",
     "dir_tar",
@@ -73,6 +74,27 @@ log = logging.getLogger("sandport.docker")
 
 class ContainerGone(Exception):
     """The archive API said the container does not exist."""
+
+
+class NotArchivable(ProviderError):
+    """The archive API cannot send this file or symlink: its name is not UTF-8.
+
+    The engine passes the name to its archiver through JSON, which turns such bytes into
+    U+FFFD, and then sends an empty archive. (A directory's contents still come through with
+    their own names, and its stat with ``HEAD`` too.) Callers read such a path with a tool
+    in the container instead."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(NAME, f"{path}: the engine's archive API cannot send a file whose name is not UTF-8")
+
+
+def _archivable(path: str) -> bool:
+    """Whether a GET of ``path``, if it is a file or symlink, sends its content."""
+    try:
+        posixpath.basename(path.rstrip("/")).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -208,6 +230,8 @@ def _link_target(api: Any, container: str, path: str, found: PathStat) -> str:
     the link's directory instead, and the engine resolves that."""
     if "\ufffd" not in found.link_target:
         return found.link_target
+    if not _archivable(path):
+        raise NotArchivable(path)
     response = api._get(_archive_url(api, container), params=_query(path), stream=True, headers=_IDENTITY)
     try:
         _check(api, response, path)
@@ -246,6 +270,8 @@ def get_file(api: Any, container: str, path: str, limit: int) -> bytes:
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
             if found.type != "file":  # a FIFO, socket or device: never read (nor wait on) it
                 raise _not_regular(path)
+            if not _archivable(current):
+                raise NotArchivable(current)
             if found.size > limit:
                 raise FileTooLarge(path, found.size, limit)
             api._disable_socket_timeout(api._get_raw_response_socket(response))  # as get_archive does
@@ -464,10 +490,12 @@ def untar_to(api: Any, container: str, path: str, target: Path) -> None:
     so are names with ``..`` (logged). Files belong to whoever runs this.
     """
     try:
-        chunks, _ = api.get_archive(container, os.fsencode(path), chunk_size=_STREAM_CHUNK)
+        chunks, found = api.get_archive(container, os.fsencode(path), chunk_size=_STREAM_CHUNK)
     except docker_errors.APIError as exc:
         _raise_for(exc, path)
         raise
+    if not _archivable(path) and not int((found or {}).get("mode", 0)) & _GO_DIR:
+        raise NotArchivable(path)
     top: str | None = None
     reader = io.BufferedReader(_ChunkReader(iter(chunks)), buffer_size=_STREAM_CHUNK)
     with tarfile.open(fileobj=reader, mode="r|") as tar, HostTree(target) as tree:

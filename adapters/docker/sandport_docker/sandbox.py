@@ -431,7 +431,10 @@ class DockerSandbox(Sandbox):
     async def _read_file(self, path: str) -> bytes:
         if await self._as_user():
             return await userfiles.read_file(self, path, self.spec.max_file_bytes)
-        return await self._call(lambda api: files.get_file(api, self.container_id, path, self.spec.max_file_bytes))
+        try:
+            return await self._call(lambda api: files.get_file(api, self.container_id, path, self.spec.max_file_bytes))
+        except files.NotArchivable:  # a name that is not UTF-8: the helper shell reads it
+            return await userfiles.read_file(self, path, self.spec.max_file_bytes)
 
     async def _stat(self, path: str) -> FileInfo:
         if await self._as_user():
@@ -445,7 +448,10 @@ class DockerSandbox(Sandbox):
             info: FileInfo = found.info(real)
             return info
 
-        return await self._call(stat)
+        try:
+            return await self._call(stat)
+        except files.NotArchivable:  # a symlink whose name and target are not UTF-8
+            return await userfiles.stat(self, path)
 
     async def _write_file(self, path: str, data: bytes, *, mode: int | None, parents: bool) -> None:
         """Written under a temporary name next to the target, then renamed over it: readers
@@ -552,7 +558,10 @@ class DockerSandbox(Sandbox):
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), source)
             files.untar_to(api, cid, real, target)
 
-        await self._call(download)
+        try:
+            await self._call(download)
+        except files.NotArchivable:  # a file whose name is not UTF-8: copied with _read_file
+            await super()._download(source, target)
 
     # -- snapshots and lifecycle ---------------------------------------------------------
 

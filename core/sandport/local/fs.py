@@ -262,6 +262,28 @@ class SandboxFS:
         os.set_blocking(fd, True)
         return fd
 
+    def open_tree(self, path: str) -> int | None:
+        """A read-only fd on the regular file or directory at ``path``, to copy it out (the
+        caller closes it); None where it is a directory made of mounts (such as ``/``) or
+        has mounts below it, which only this view can list."""
+        target = self._target(path)
+        below = target.path.rstrip("/") + "/"
+        if target.mount is None or target.mount.link is not None or any(m.startswith(below) for m in self._mounts):
+            return None
+        try:
+            fd = self._open(target, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, path) from None
+        st = os.fstat(fd)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not (is_dir or stat.S_ISREG(st.st_mode)) or not self._allowed(st, _R | _X if is_dir else _R):
+            os.close(fd)
+            if is_dir or stat.S_ISREG(st.st_mode):
+                raise _err(PermissionError, errno.EACCES, path)
+            raise _err(OSError, errno.EINVAL, path, " (not a regular file or directory)")
+        os.set_blocking(fd, True)
+        return fd
+
     def read(self, path: str, limit: int) -> bytes:
         """Read a whole file; raises ``ValueError(size)`` if it is over ``limit`` bytes."""
         fd = self.open_file(path)

@@ -7,6 +7,7 @@ from sandport.testing.checks_capabilities import CapabilityChecks
 from sandport.testing.checks_escape import EscapeChecks
 from sandport.testing.checks_exec import ExecChecks
 from sandport.testing.checks_files import FileChecks
+from sandport.testing.checks_hostile import HostileChecks
 from sandport.testing.checks_lifecycle import LifecycleChecks
 from sandport.testing.checks_network import NetworkChecks
 from sandport.testing.checks_shell import ShellChecks
@@ -26,6 +27,7 @@ class ProviderConformance(
     FileChecks,
     TransferChecks,
     EscapeChecks,
+    HostileChecks,
     SnapshotChecks,
     LifecycleChecks,
     NetworkChecks,
