@@ -216,11 +216,11 @@ async def test_restore_keeps_no_device_nodes_fifos_or_setuid_bits(provider: Loca
 
 SWAPPER = r"""
 import ctypes, os, sys
-canary, names = sys.argv[1], sys.argv[2:]
+canary, size, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 os.mkdir("d")
-for name in names:
+for name in names:  # as long as the host's files, so that reading one for the other fails nothing
     with open(os.path.join("d", name), "w") as f:
-        f.write("sandbox data\n")
+        f.write("s" * size)
 os.symlink(canary, "other")
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
@@ -243,7 +243,8 @@ async def test_snapshot_race_never_archives_host_files(provider: LocalProvider, 
     sandbox = await _create(provider)
     try:
         await sandbox.write_file("swap.py", SWAPPER)
-        swapper = await sandbox.start(["python3", "swap.py", str(canary), *names])
+        size = len(token) + 1
+        swapper = await sandbox.start(["python3", "swap.py", str(canary), str(size), *names])
         with anyio.fail_after(10):
             while not await sandbox.exists("started"):
                 await anyio.sleep(0.02)
