@@ -24,14 +24,16 @@ import os
 import posixpath
 import secrets as secrets_module
 import stat as stat_module
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import anyio
 
 from sandport.errors import FileTooLarge, ProviderError
+from sandport.hostfiles import HostTree
 from sandport.models import ExecResult, FileInfo
 from sandport_docker import files
 from sandport_docker.engine import NAME
@@ -118,7 +120,7 @@ chmod -- "$m" "$tmp" && mv -f -T -- "$tmp" "$t" || { rm -f -- "$tmp"; exit 1; }
 """
 #: ``UNTAR_SCRIPT DIR`` with a tar stream on stdin; exit 127 if the image has no tar.
 UNTAR_SCRIPT = r"""
-command -v tar >&- 2>&- || exit 127
+[ -n "$(command -v tar)" ] || exit 127  # (not >&-: printing to a closed fd fails)
 cd -- "$1" || exit 1
 exec tar -x -o -p -f -
 """
@@ -182,6 +184,23 @@ async def mkdir(sandbox: DockerSandbox, path: str, *, parents: bool, exist_ok: b
     _check(result, path)
 
 
+def _script(script: str, *args: str) -> list[str]:
+    """An argv running ``script`` with ``args`` as ``$1``... An exec's argv reaches the
+    engine as JSON, which cannot carry bytes that are not UTF-8 (a surrogate-escaped name):
+    such args are spelled in the script as ``printf`` octal escapes instead."""
+    try:
+        for arg in args:
+            arg.encode()
+    except UnicodeEncodeError:
+        pass
+    else:
+        return ["/bin/sh", "-c", script, "sh", *args]
+    words = ["".join(f"\\{b:03o}" for b in os.fsencode(arg)) for arg in args]
+    # The x keeps a trailing newline of a name from being eaten by $(...).
+    setters = "".join(f"_sp{i}=$(printf '{w}x'); _sp{i}=${{_sp{i}%x}}\n" for i, w in enumerate(words))
+    return ["/bin/sh", "-c", setters + "set -- " + " ".join(f'"$_sp{i}"' for i in range(len(args))) + "\n" + script]
+
+
 async def _feed(sandbox: DockerSandbox, argv: list[str], stream: Iterator[bytes]) -> ExecResult:
     """Run ``argv`` as the user with ``stream`` (pulled in a worker thread) on its stdin."""
     process = await sandbox._spawn(argv, cwd="/", env=ENV, user=sandbox.default_user, stdin=True)
@@ -199,8 +218,8 @@ async def _feed(sandbox: DockerSandbox, argv: list[str], stream: Iterator[bytes]
 async def write_file(sandbox: DockerSandbox, path: str, data: bytes, *, mode: int | None, parents: bool) -> None:
     """Atomically replace ``path`` (following symlinks) with ``data``, as the user."""
     temp = f".sandport-{secrets_module.token_hex(6)}.tmp"
-    argv = ["/bin/sh", "-c", WRITE_SCRIPT, "sh", path, str(len(data)), "" if mode is None else f"{mode:o}",
-            "1" if parents else "0", temp]  # fmt: skip
+    argv = _script(WRITE_SCRIPT, path, str(len(data)), "" if mode is None else f"{mode:o}", "1" if parents else "0",
+                   temp)  # fmt: skip
     chunks = (data[i : i + _CHUNK] for i in range(0, len(data), _CHUNK))
     _check(await _feed(sandbox, argv, chunks), path)
 
@@ -213,12 +232,14 @@ async def upload(sandbox: DockerSandbox, source: Path, target: str) -> None:
         found = None
     if found is not None:
         target = found.path
+        if found.type == "dir" and not source.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), target)  # as on local: nothing changed
         if found.type == "dir" or source.is_dir():
             await sandbox._remove(target, recursive=True)  # "created or replaced", never merged
     parent, name = posixpath.split(target)
     await mkdir(sandbox, parent or "/", parents=True, exist_ok=True)
     stream = files.tree_tar(source, name, await sandbox._file_owner())
-    result = await _feed(sandbox, ["/bin/sh", "-c", UNTAR_SCRIPT, "sh", parent or "/"], stream)
+    result = await _feed(sandbox, _script(UNTAR_SCRIPT, parent or "/"), stream)
     if result.exit_code != 127:
         _check(result, target, codes=False)  # tar's own statuses, not the scripts'
         return
@@ -233,38 +254,57 @@ async def _walk_upload(sandbox: DockerSandbox, source: Path, target: str) -> Non
         await mkdir(sandbox, target, parents=True, exist_ok=True)
         for child in sorted(source.iterdir()):
             await _walk_upload(sandbox, child, posixpath.join(target, child.name))
-        await sandbox._chmod(target, stat_module.S_IMODE(source.stat().st_mode))
+        await sandbox._chmod(target, source.stat().st_mode & 0o777)
     elif source.is_file():
         data = await anyio.Path(source).read_bytes()
-        await write_file(sandbox, target, data, mode=stat_module.S_IMODE(source.stat().st_mode), parents=True)
+        await write_file(sandbox, target, data, mode=source.stat().st_mode & 0o777, parents=True)
 
 
 async def download(sandbox: DockerSandbox, source: str, target: Path) -> None:
-    """Copy a file or tree to ``target``, read as the user. Symlinks inside a tree, devices,
+    """Copy a file or tree to ``target``, read as the user, walked without recursion and
+    written through :class:`~sandport.hostfiles.HostTree`. Symlinks inside a tree, devices,
     FIFOs and sockets are not copied."""
     info = await stat(sandbox, source)
-    if info.type == "dir":
-        await anyio.Path(target).mkdir(parents=True, exist_ok=True)
-        for entry in await sandbox._list_dir(info.path):
-            if entry.type in ("file", "dir") and entry.name not in ("", ".", "..") and "/" not in entry.name:
-                await download(sandbox, posixpath.join(info.path, entry.name), target / entry.name)
-    elif info.type == "file":
-        await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
-        await _download_file(sandbox, info, target)
-    else:
+    if info.type not in ("file", "dir"):
         raise OSError(errno.EINVAL, os.strerror(errno.EINVAL) + " (not a regular file)", source)
-    await anyio.Path(target).chmod(info.mode & 0o777)
+    tree = HostTree(target)
+    try:
+        pending = [("", info)]
+        while pending:
+            rel, entry = pending.pop()
+            if entry.type == "file":
+                data = await _file_data(sandbox, entry)
+                try:
+                    await anyio.to_thread.run_sync(tree.write, rel, data, entry.mode, entry.mtime.timestamp())
+                finally:
+                    if not isinstance(data, bytes):
+                        data.close()
+                continue
+            await anyio.to_thread.run_sync(tree.mkdir, rel, entry.mode, entry.mtime.timestamp())
+            for child in await sandbox._list_dir(entry.path):
+                if child.type in ("file", "dir") and child.name not in ("", ".", "..") and "/" not in child.name:
+                    pending.append((posixpath.join(rel, child.name), child))
+        await anyio.to_thread.run_sync(tree.close)
+    except BaseException:
+        tree.abort()
+        raise
 
 
-async def _download_file(sandbox: DockerSandbox, info: FileInfo, target: Path) -> None:
+async def _file_data(sandbox: DockerSandbox, info: FileInfo) -> bytes | IO[bytes]:
+    """The file's content: bytes if small, else spooled (to disk past a few MiB)."""
     if info.size <= _SMALL_FILE:
-        await anyio.Path(target).write_bytes(await read_file(sandbox, info.path, _SMALL_FILE))
-        return
+        return await read_file(sandbox, info.path, _SMALL_FILE)
     # Never more than the size seen by stat, whatever the path turns into meanwhile.
-    argv = ["head", "-c", str(info.size), "--", info.path]
+    argv = _script('exec head -c "$1" -- "$2"', str(info.size), info.path)
     process = await sandbox._spawn(argv, cwd="/", env=ENV, user=sandbox.default_user, stdin=False)
-    async with await anyio.open_file(target, "wb") as out:
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * _SMALL_FILE)  # noqa: SIM115 (closed by the caller)
+    try:
         async for chunk in process:
             if chunk.stream == "stdout":
-                await out.write(chunk.data)
-    _check(await process.wait(), info.path)
+                spool.write(chunk.data)
+        _check(await process.wait(), info.path)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
