@@ -26,11 +26,11 @@ from _docker_testing import DEBIAN, TEST_LABEL, docker_cli
 
 from sandport import ProviderError, SandboxGone
 from sandport_docker import DockerProvider, DockerSandbox
-from sandport_docker.secretstore import SECRETS_FILE, key_path
 
 pytestmark = pytest.mark.anyio
 
 LABELS = {TEST_LABEL: "security"}
+SECRETS_FILE = "/run/sandport/secrets.json"
 NOBODY_HOME = "/srv/nobody"  # a workdir the image lacks: created owned by the sandbox's user
 PROCESS_LIMIT = 2 * 1024**3  # address space of a CLI run: a runaway read fails, not the host
 
@@ -130,6 +130,8 @@ async def test_secrets_file_rewritten_cannot_block_rm_or_terminate(
 async def test_planted_secrets_are_neither_injected_nor_redacted(
     provider: DockerProvider, made: list[DockerSandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from sandport_docker.secretstore import key_path
+
     audit = tmp_path / "audit.jsonl"
     monkeypatch.setenv("SANDPORT_AUDIT_LOG", str(audit))
     real = "sp-real-" + os.urandom(6).hex()
@@ -160,6 +162,8 @@ async def test_planted_secrets_are_neither_injected_nor_redacted(
 async def test_untampered_secrets_still_reach_a_connected_sandbox(
     provider: DockerProvider, made: list[DockerSandbox]
 ) -> None:
+    from sandport_docker.secretstore import key_path
+
     value = "sp-sealed-" + os.urandom(6).hex()
     sandbox = await create(provider, made, secrets={"SP_TOKEN": value})
     other = await connect(provider, sandbox)
@@ -272,6 +276,23 @@ async def test_kill_reaches_double_forked_setsid_processes(provider: DockerProvi
     assert "sleep 31" not in left, left
 
 
+async def test_timeout_of_a_flooding_command_is_prompt(provider: DockerProvider, made: list[DockerSandbox]) -> None:
+    """The engine finishes a container's exits one at a time, each once its output is read:
+    a kill must keep reading the command it kills, or the killer waits behind it."""
+    sandbox = await create(provider, made)
+    with anyio.fail_after(60):
+        result = await sandbox.exec("yes sandport", timeout=1)
+    assert result.timed_out and result.truncated
+    assert result.duration < 10
+    process = await sandbox.start(["yes"])
+    await anyio.sleep(0.5)
+    started = time.monotonic()
+    with anyio.fail_after(60):
+        await process.kill()
+        assert (await process.wait()).exit_code == 137
+    assert time.monotonic() - started < 10
+
+
 # -- 13: terminated elsewhere is SandboxGone, whatever the engine says ---------------------
 
 
@@ -344,6 +365,7 @@ async def test_helper_output_is_capped(provider: DockerProvider, made: list[Dock
 
 def test_key_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sandport_docker import secretstore
+    from sandport_docker.secretstore import key_path
 
     monkeypatch.setenv("SANDPORT_HOME", str(tmp_path / "home"))
     sealed = secretstore.seal(b"{}")

@@ -144,11 +144,13 @@ class HelperSession:
 
     @staticmethod
     async def _discard(process: DockerProcess) -> None:
-        """Kill a session that is in the middle of a job (and whatever the job started)."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-            await process.kill()
+        """Kill a session that is in the middle of a job (and whatever the job started).
+        Its connection is dropped first: the engine handles a container's exits one at a
+        time, and waits for the output of an exited exec to be read before the next."""
         with anyio.CancelScope(shield=True):
             await process.aclose()
+            with anyio.move_on_after(30):
+                await process.kill()
 
     async def close(self) -> None:
         process, self._process = self._process, None

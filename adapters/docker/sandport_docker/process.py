@@ -136,6 +136,7 @@ class DockerProcess(Process):
         self._frame_left = 0
         self._stream_eof = False
         self._ready: deque[OutputChunk] = deque()
+        self._read_lock = anyio.Lock()  # kill() reads too, while someone else may iterate
         self._stdin_open = stdin
         self._exit: int | None = None
         self._closed = False
@@ -220,9 +221,12 @@ class DockerProcess(Process):
     # -- Process primitives ---------------------------------------------------------------
 
     async def _read(self) -> OutputChunk | None:
-        if self._ready:
-            return self._ready.popleft()
-        return await self._next_frame_data()
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            async with self._read_lock:
+                if not self._ready:  # (kill() may have queued some while we waited)
+                    return await self._next_frame_data()
 
     async def _wait_exit(self) -> int:
         if self._exit is None:
@@ -249,11 +253,29 @@ class DockerProcess(Process):
             pass
 
     async def kill(self) -> None:
+        """Kill the command's processes (see the module docstring), reading its output
+        meanwhile: the engine handles a container's exits one at a time and finishes one
+        only once its output is read, so an unread command would hold up the killer's."""
         if self._exit is not None or self.pid is None:
             return
         self._killed = True
         with anyio.CancelScope(shield=True):
-            await self._sandbox._kill_group(self.pid, self.token, self.user)
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._keep_reading)
+                await self._sandbox._kill_group(self.pid, self.token, self.user)
+                group.cancel_scope.cancel()
+
+    async def _keep_reading(self) -> None:
+        """Queue the output for later readers, keeping at most the cap (per stream) of it."""
+        kept = {"stdout": 0, "stderr": 0}
+        while True:
+            async with self._read_lock:
+                chunk = await self._next_frame_data()
+            if chunk is None:
+                return
+            if kept[chunk.stream] < self._collector.limit:
+                kept[chunk.stream] += len(chunk.data)
+                self._ready.append(chunk)
 
     async def aclose(self) -> None:
         """Drop the connection (the command keeps running unless killed)."""
