@@ -10,6 +10,8 @@ pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.skipif(bool(bwrap_problem()), reason=f"local isolation unavailable: {bwrap_problem()}")
 
 SUITE = """
+import shutil
+import tempfile
 from typing import ClassVar
 import pytest
 from sandport.capabilities import Capability
@@ -27,8 +29,11 @@ class TestSuite(ProviderConformance):
     xfail: ClassVar[dict] = {xfail}
 
     @pytest.fixture(autouse=True)
-    def _root(self, tmp_path_factory):
-        self.root = tmp_path_factory.mktemp("root")
+    def _root(self):
+        # Not under pytester's 0700 directories: the sandbox user must traverse to it.
+        self.root = tempfile.mkdtemp(prefix="sandport-conformance-")
+        yield
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def make_provider(self):
         return {provider}(root=self.root)
