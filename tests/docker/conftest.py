@@ -5,10 +5,14 @@ leaves behind."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import anyio
 import pytest
 from _docker_testing import BUSYBOX, DEBIAN, remove_leftovers
+
+from sandport_docker import DockerProvider
+from sandport_docker.sandbox import DockerSandbox
 
 
 def _engine_problem() -> str | None:
@@ -43,6 +47,28 @@ def _docker_engine() -> Iterator[None]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[DockerProvider]:
+    """A Docker provider for one test, closed afterwards."""
+    provider = DockerProvider()
+    try:
+        yield provider
+    finally:
+        await provider.aclose()
+
+
+@pytest.fixture
+async def made(provider: DockerProvider) -> AsyncIterator[list[DockerSandbox]]:
+    """Sandboxes a test creates; all terminated afterwards."""
+    sandboxes: list[DockerSandbox] = []
+    try:
+        yield sandboxes
+    finally:
+        with anyio.CancelScope(shield=True):
+            for sandbox in sandboxes:
+                await sandbox.terminate()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,7 +16,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
@@ -33,26 +32,6 @@ LABELS = {TEST_LABEL: "security"}
 SECRETS_FILE = "/run/sandport/secrets.json"
 NOBODY_HOME = "/srv/nobody"  # a workdir the image lacks: created owned by the sandbox's user
 PROCESS_LIMIT = 2 * 1024**3  # address space of a CLI run: a runaway read fails, not the host
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[DockerProvider]:
-    provider = DockerProvider()
-    try:
-        yield provider
-    finally:
-        await provider.aclose()
-
-
-@pytest.fixture
-async def made(provider: DockerProvider) -> AsyncIterator[list[DockerSandbox]]:
-    sandboxes: list[DockerSandbox] = []
-    try:
-        yield sandboxes
-    finally:
-        with anyio.CancelScope(shield=True):
-            for sandbox in sandboxes:
-                await sandbox.terminate()
 
 
 async def create(provider: DockerProvider, made: list[DockerSandbox], **fields: object) -> DockerSandbox:

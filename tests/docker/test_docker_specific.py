@@ -12,7 +12,6 @@ import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,27 +30,6 @@ pytestmark = pytest.mark.anyio
 CAP_NUMBERS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6, "SETUID": 7,
                "NET_BIND_SERVICE": 10, "NET_RAW": 13}  # fmt: skip
 LABELS = {TEST_LABEL: "specific"}
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[DockerProvider]:
-    provider = DockerProvider()
-    try:
-        yield provider
-    finally:
-        await provider.aclose()
-
-
-@pytest.fixture
-async def made(provider: DockerProvider) -> AsyncIterator[list[DockerSandbox]]:
-    """Sandboxes a test creates; all terminated afterwards."""
-    sandboxes: list[DockerSandbox] = []
-    try:
-        yield sandboxes
-    finally:
-        with anyio.CancelScope(shield=True):
-            for sandbox in sandboxes:
-                await sandbox.terminate()
 
 
 async def create(provider: DockerProvider, made: list[DockerSandbox], **fields: object) -> DockerSandbox:
