@@ -185,8 +185,8 @@ class DockerProvider(Provider):
         image = spec.image or self.default_image
         spec = spec.model_copy(update={"image": image})
         labels = {**spec.labels, LABEL_SPEC: _spec_label(spec)}
-        if spec.secrets:
-            labels[LABEL_SECRETS] = secretstore.seal(secretstore.encode(spec.secret_env()))
+        # Always set, so that a seal a snapshot image inherited from its container is replaced.
+        labels[LABEL_SECRETS] = secretstore.seal(secretstore.encode(spec.secret_env())) if spec.secrets else ""
         seconds = _FOREVER if spec.lifetime is None else max(1, math.ceil(spec.lifetime))
 
         def create(api: Any) -> tuple[str, str]:
@@ -258,7 +258,7 @@ class DockerProvider(Provider):
         sandbox._paused = bool(state.get("Paused"))
         # Loaded (and checked against this seal) at the first command, not here: a sandbox
         # that broke its secrets file must still be connectable, if only to terminate it.
-        sandbox._sealed_secrets = labels.get(LABEL_SECRETS)
+        sandbox._sealed_secrets = labels.get(LABEL_SECRETS) or None
         return sandbox
 
     async def _list(self, labels: dict[str, str]) -> builtins.list[SandboxInfo]:
