@@ -14,6 +14,7 @@ sandbox.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 from abc import ABC, abstractmethod
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
@@ -521,33 +522,40 @@ class Sandbox(ABC):
 
     async def _download(self, source: str, target: Path) -> None:
         """Default: walk the tree with ``_stat``/``_list_dir`` (without recursion, so any
-        depth works), copy files with ``_read_file`` and write them with
+        depth works), read files with ``_download_data`` and write them with
         :class:`~sandport.hostfiles.HostTree`. Symlinks are not copied (the contract has no
-        way to read one); files and directories are."""
+        way to read one); files and directories are, and nothing else."""
         info = await self._stat(source)
+        if info.type not in ("file", "dir"):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL) + " (not a regular file)", source)
         tree = HostTree(target)
         host = anyio.to_thread.run_sync
         try:
-            if not info.is_dir:
-                data = await self._read_file(source)
-                await host(tree.write, "", data, info.mode, info.mtime.timestamp())
-            else:
-                await host(tree.mkdir, "", info.mode, info.mtime.timestamp())
-                pending = [("", source)]
-                while pending:
-                    rel, directory = pending.pop()
-                    for entry in await self._list_dir(directory):
-                        child, path = posixpath.join(rel, entry.name), posixpath.join(directory, entry.name)
-                        if entry.type == "dir":
-                            await host(tree.mkdir, child, entry.mode, entry.mtime.timestamp())
-                            pending.append((child, path))
-                        elif entry.type == "file":
-                            data = await self._read_file(path)
-                            await host(tree.write, child, data, entry.mode, entry.mtime.timestamp())
+            pending = [("", source, info)]
+            while pending:
+                rel, path, entry = pending.pop()
+                if entry.type == "file":
+                    data = await self._download_data(path, entry)
+                    try:
+                        await host(tree.write, rel, data, entry.mode, entry.mtime.timestamp())
+                    finally:
+                        if not isinstance(data, bytes):
+                            data.close()
+                    continue
+                await host(tree.mkdir, rel, entry.mode, entry.mtime.timestamp())
+                for child in await self._list_dir(path):
+                    if child.type in ("file", "dir") and child.name not in ("", ".", "..") and "/" not in child.name:
+                        pending.append((posixpath.join(rel, child.name), posixpath.join(path, child.name), child))
             await host(tree.close)
         except BaseException:
             tree.abort()
             raise
+
+    async def _download_data(self, path: str, info: FileInfo) -> bytes | IO[bytes]:
+        """The content of the regular file at ``path`` (described by ``info``) for the
+        default ``_download``: bytes, or a binary file object the caller closes. Default:
+        ``_read_file``, so capped at ``max_file_bytes``; override to stream larger files."""
+        return await self._read_file(path)
 
     async def _snapshot(self) -> SnapshotRef:
         raise CapabilityNotSupported(self.provider.name, Capability.SNAPSHOT.value)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -547,8 +547,8 @@ class DockerSandbox(Sandbox):
         await self._call(upload)
 
     async def _download(self, source: str, target: Path) -> None:
-        if await self._as_user():
-            return await userfiles.download(self, source, target)
+        if await self._as_user():  # the core's walk, through the user's file operations
+            return await super()._download(source, target)
         cid = self.container_id
 
         def download(api: Any) -> None:
@@ -562,6 +562,10 @@ class DockerSandbox(Sandbox):
             await self._call(download)
         except files.NotArchivable:  # a file whose name is not UTF-8: copied with _read_file
             await super()._download(source, target)
+
+    async def _download_data(self, path: str, info: FileInfo) -> bytes | IO[bytes]:
+        """Streams files of any size (the walk is only used for a non-root default user)."""
+        return await userfiles.file_data(self, path, info)
 
     # -- snapshots and lifecycle ---------------------------------------------------------
 

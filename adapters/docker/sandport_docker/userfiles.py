@@ -11,7 +11,8 @@ decides what it may touch, exactly as for the user's own commands:
 - ``write_file`` is one exec as the user that streams the data through its stdin into a
   temporary file next to the target, checks its size, and renames it over the target;
 - ``upload`` streams a tar archive into ``tar -x`` run as the user (one file at a time
-  when the image has no ``tar``); ``download`` walks the tree with the same scripts.
+  when the image has no ``tar``); a download is the core's walk over these operations,
+  with large files streamed by ``file_data``.
 
 Root sandboxes keep the archive API: their programs are root already, and the engine keeps
 every path inside the container.
@@ -33,7 +34,6 @@ from typing import IO, TYPE_CHECKING, Literal
 import anyio
 
 from sandport.errors import FileTooLarge, ProviderError
-from sandport.hostfiles import HostTree
 from sandport.models import ExecResult, FileInfo
 from sandport_docker import files
 from sandport_docker.engine import NAME
@@ -42,7 +42,7 @@ from sandport_docker.helper import ENV, HelperResult
 if TYPE_CHECKING:
     from sandport_docker.sandbox import DockerSandbox
 
-__all__ = ["download", "mkdir", "read_file", "stat", "upload", "write_file"]
+__all__ = ["file_data", "mkdir", "read_file", "stat", "upload", "write_file"]
 
 _CHUNK = 1024 * 1024
 #: Files up to this size are downloaded through the helper shell, bigger ones streamed.
@@ -260,49 +260,20 @@ async def _walk_upload(sandbox: DockerSandbox, source: Path, target: str) -> Non
         await write_file(sandbox, target, data, mode=source.stat().st_mode & 0o777, parents=True)
 
 
-async def download(sandbox: DockerSandbox, source: str, target: Path) -> None:
-    """Copy a file or tree to ``target``, read as the user, walked without recursion and
-    written through :class:`~sandport.hostfiles.HostTree`. Symlinks inside a tree, devices,
-    FIFOs and sockets are not copied."""
-    info = await stat(sandbox, source)
-    if info.type not in ("file", "dir"):
-        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL) + " (not a regular file)", source)
-    tree = HostTree(target)
-    try:
-        pending = [("", info)]
-        while pending:
-            rel, entry = pending.pop()
-            if entry.type == "file":
-                data = await _file_data(sandbox, entry)
-                try:
-                    await anyio.to_thread.run_sync(tree.write, rel, data, entry.mode, entry.mtime.timestamp())
-                finally:
-                    if not isinstance(data, bytes):
-                        data.close()
-                continue
-            await anyio.to_thread.run_sync(tree.mkdir, rel, entry.mode, entry.mtime.timestamp())
-            for child in await sandbox._list_dir(entry.path):
-                if child.type in ("file", "dir") and child.name not in ("", ".", "..") and "/" not in child.name:
-                    pending.append((posixpath.join(rel, child.name), child))
-        await anyio.to_thread.run_sync(tree.close)
-    except BaseException:
-        tree.abort()
-        raise
-
-
-async def _file_data(sandbox: DockerSandbox, info: FileInfo) -> bytes | IO[bytes]:
-    """The file's content: bytes if small, else spooled (to disk past a few MiB)."""
+async def file_data(sandbox: DockerSandbox, path: str, info: FileInfo) -> bytes | IO[bytes]:
+    """A file's content for a download, read as the user: bytes if small, else spooled (to
+    disk past a few MiB); the caller closes it."""
     if info.size <= _SMALL_FILE:
-        return await read_file(sandbox, info.path, _SMALL_FILE)
+        return await read_file(sandbox, path, _SMALL_FILE)
     # Never more than the size seen by stat, whatever the path turns into meanwhile.
-    argv = _script('exec head -c "$1" -- "$2"', str(info.size), info.path)
+    argv = _script('exec head -c "$1" -- "$2"', str(info.size), path)
     process = await sandbox._spawn(argv, cwd="/", env=ENV, user=sandbox.default_user, stdin=False)
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * _SMALL_FILE)  # noqa: SIM115 (closed by the caller)
     try:
         async for chunk in process:
             if chunk.stream == "stdout":
                 spool.write(chunk.data)
-        _check(await process.wait(), info.path)
+        _check(await process.wait(), path)
     except BaseException:
         spool.close()
         raise
