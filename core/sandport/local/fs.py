@@ -68,16 +68,7 @@ class SandboxFS:
     # -- rights --------------------------------------------------------------------------
 
     def _allowed(self, st: os.stat_result, want: int) -> bool:
-        user = self._user
-        if user is None:
-            return True
-        if st.st_uid == user.uid:
-            bits = st.st_mode >> 6
-        elif st.st_gid == user.gid:
-            bits = st.st_mode >> 3
-        else:
-            bits = st.st_mode
-        return bits & want == want
+        return self._user is None or self._user.permits(st, want)
 
     def _require(self, st: os.stat_result, want: int, path: str) -> None:
         if not self._allowed(st, want):

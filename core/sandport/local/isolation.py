@@ -84,6 +84,17 @@ class SandboxUser:
     gid: int
     drop: bool
 
+    def permits(self, st: os.stat_result, want: int) -> bool:
+        """Whether this user, holding no capabilities, has the permission bits ``want``
+        (4 read, 2 write, 1 search/execute) on a file with the status ``st``."""
+        if st.st_uid == self.uid:
+            bits = st.st_mode >> 6
+        elif st.st_gid == self.gid:
+            bits = st.st_mode >> 3
+        else:
+            bits = st.st_mode
+        return bits & want == want
+
     def popen_args(self) -> dict[str, Any]:
         """``subprocess.Popen`` arguments that start the child as this user (done in C
         between fork and exec: a Python ``preexec_fn`` would cost milliseconds per command)."""

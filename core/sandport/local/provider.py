@@ -110,13 +110,7 @@ def _unreachable(directory: Path, user: SandboxUser) -> str | None:
     """The first ancestor of ``directory`` the sandbox user cannot traverse, if any."""
     for ancestor in [*reversed(directory.parents), directory]:
         st = ancestor.stat()
-        if st.st_uid == user.uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == user.gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
+        if not user.permits(st, 1):  # search
             return f"{ancestor} (mode {stat.S_IMODE(st.st_mode):o})"
     return None
 
